@@ -1,0 +1,155 @@
+"""The exported-architecture format: small readable JSON, validated against its space.
+
+A file looks like::
+
+    {
+      "format": "nni-enas/1",
+      "space": "macro",
+      "space_args": {"num_layers": 12, "channels": 36, ...},
+      "arch": {"layer_0/op": "conv_3x3", "layer_1/op": "sep_conv_5x5", "layer_1/skip": [0], ...},
+      "provenance": {"nni": "3.0", "nni_enas": "0.1.0", "epoch": 150, "reward": 0.71, ...}
+    }
+
+``arch`` is exactly what NNI's ``space.freeze(arch)`` takes. The published architectures ship as
+``paper-macro`` and ``paper-micro`` (files in ``nni_enas/architectures/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nni.mutable import Categorical, CategoricalMultiple
+
+from .macro import MacroSpace
+from .micro import MicroSpace
+
+__all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
+           'load_architecture', 'build_space', 'check_arch', 'write_json_atomic', 'SHIPPED_DIR']
+
+FORMAT = 'nni-enas/1'
+SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
+SHIPPED_DIR = Path(__file__).parent / 'architectures'
+
+
+class ArchitectureError(ValueError):
+    """An architecture file that cannot be used; the message names every problem."""
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=2)
+            f.write('\n')
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def architecture_record(space, arch: dict[str, Any], **provenance) -> dict[str, Any]:
+    """The exported record of ``arch`` in ``space`` (a :class:`MacroSpace` or :class:`MicroSpace`)."""
+    import nni
+
+    from . import __version__
+    return {
+        'format': FORMAT,
+        'space': space.name,
+        'space_args': dict(space.args),
+        'arch': dict(arch),
+        'provenance': {'nni': nni.__version__, 'nni_enas': __version__, **provenance},
+    }
+
+
+def save_architecture(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Validate ``record`` and write it atomically."""
+    check_record(record, where=str(path))
+    write_json_atomic(path, record)
+
+
+def check_arch(space, arch: Any) -> list[str]:
+    """Every problem of ``arch`` as a sample of ``space`` (empty list: valid)."""
+    if not isinstance(arch, dict):
+        return ['"arch" must be an object mapping labels to choices']
+    problems = []
+    spec = space.simplify()
+    for label, mutable in spec.items():
+        if label not in arch:
+            problems.append(f'missing label {label!r}')
+            continue
+        value = arch[label]
+        if isinstance(mutable, Categorical):
+            if value not in mutable.values:
+                problems.append(f'{label!r}: {value!r} is not one of {list(mutable.values)}')
+        elif isinstance(mutable, CategoricalMultiple):
+            allowed = list(mutable.values)
+            if (not isinstance(value, list) or any(v not in allowed for v in value)
+                    or len(set(map(str, value))) != len(value)):
+                problems.append(f'{label!r}: {value!r} must be a list of distinct values from {allowed}')
+            elif mutable.n_chosen is not None and len(value) != mutable.n_chosen:
+                problems.append(f'{label!r}: {value!r} must choose exactly {mutable.n_chosen}')
+    unknown = sorted(set(arch) - set(spec))
+    if unknown:
+        problems.append('unknown label' + ('s ' if len(unknown) > 1 else ' ') + ', '.join(map(repr, unknown)))
+    return problems
+
+
+def build_space(record: dict[str, Any], **overrides):
+    """The space a record was searched in, with ``overrides`` of its constructor arguments."""
+    cls = SPACES[record['space']]
+    return cls(**{**record.get('space_args', {}), **overrides})
+
+
+def check_record(record: Any, where: str = 'architecture', **overrides) -> None:
+    """Raise :class:`ArchitectureError` naming every problem of ``record``."""
+    if not isinstance(record, dict):
+        raise ArchitectureError(f'{where}: not a JSON object')
+    problems = []
+    if record.get('format', FORMAT) != FORMAT:
+        problems.append(f'format {record.get("format")!r} is not {FORMAT!r}')
+    if record.get('space') not in SPACES:
+        problems.append(f'unknown space {record.get("space")!r} (expected one of {sorted(SPACES)})')
+    args = record.get('space_args', {})
+    if not isinstance(args, dict):
+        problems.append('"space_args" must be an object')
+    if 'arch' not in record:
+        problems.append('no "arch" object')
+    if not problems:
+        try:
+            space = build_space(record, **overrides)
+        except (TypeError, ValueError) as e:
+            problems.append(f'bad space_args: {e}')
+        else:
+            problems += check_arch(space, record['arch'])
+    if problems:
+        raise ArchitectureError(f'{where}: ' + '; '.join(problems))
+
+
+def load_architecture(path_or_name: str | os.PathLike, **overrides) -> dict[str, Any]:
+    """Read and validate an exported file, or a shipped one by name (``paper-macro``, ``paper-micro``).
+
+    ``overrides`` of the space arguments are applied for validation (e.g. another depth).
+    """
+    path = Path(path_or_name)
+    if not path.exists() and (SHIPPED_DIR / f'{path_or_name}.json').exists():
+        path = SHIPPED_DIR / f'{path_or_name}.json'
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        shipped = ', '.join(sorted(p.stem for p in SHIPPED_DIR.glob('*.json')))
+        raise ArchitectureError(f'{path}: no such file (shipped architectures: {shipped})') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArchitectureError(f'{path}: cannot read it ({e})') from None
+    except json.JSONDecodeError as e:
+        raise ArchitectureError(f'{path}: not valid JSON ({e})') from None
+    check_record(record, where=str(path), **overrides)
+    return record

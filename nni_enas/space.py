@@ -1,0 +1,29 @@
+"""The base of our two spaces: NNI ``ModelSpace`` whose ``freeze`` rebuilds the network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.space import model_context
+
+__all__ = ['EnasSpace']
+
+
+class EnasSpace(ModelSpace):
+    """An NNI model space whose fixed networks are built, not copied.
+
+    NNI's default ``freeze`` deep-copies the space and swaps each choice for its pick, which keeps
+    every module the space built for other picks. Our layers size some modules by the picks (a
+    final macro layer's merge conv, a micro cell's loose ends, a reduction node's strided op), so
+    ``freeze`` constructs the class again under NNI's ``model_context`` (the route NNI documents):
+    the fixed network holds exactly what the architecture uses, with fresh weights.
+    """
+
+    name: str = ''
+
+    def freeze(self, sample: dict[str, Any]) -> nn.Module:
+        self.validate(sample)
+        with model_context(sample):
+            return self.__class__(**self.args)

@@ -1,0 +1,121 @@
+"""``EnasTrainer``: the ENAS search behind the NNI 2.x trainer API users already know.
+
+It composes the pieces: :class:`~nni_enas.enas.Enas`'s mutation hooks turn the space into a
+supernet, :class:`~nni_enas.recipe.ChildTraining` is the recipe, :class:`~nni_enas.enas.EnasModule`
+the alternation, and a Lightning ``Trainer`` runs the epochs (progress bar, logging, checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .enas import Enas, EnasModule
+from .recipe import ChildTraining
+
+__all__ = ['EnasTrainer']
+
+
+def _accelerator(device) -> str:
+    if device is None or str(device) == 'auto':
+        return 'gpu' if torch.cuda.is_available() else 'cpu'
+    return 'gpu' if str(device).startswith('cuda') else 'cpu'
+
+
+class EnasTrainer:
+    """ENAS search with the NNI 2.x ``EnasTrainer`` signature.
+
+    Parameters
+    ----------
+    model
+        The model space (e.g. :class:`~nni_enas.MacroSpace`); it becomes the supernet in place.
+    loss
+        Child loss ``loss(logits, target)``.
+    metrics
+        ``metrics(logits, target) -> dict``, logged for the child model.
+    reward_function
+        ``reward_function(logits, target)`` -> the controller's reward on a validation minibatch.
+    optimizer
+        Optimizer of the shared weights (built on ``model.parameters()``).
+    num_epochs
+        Search epochs.
+    dataset
+        A dataset split like NNI 2.x (first half trains the shared weights, second half rewards
+        the controller), or a ``(train, valid)`` pair of datasets.
+    batch_size, workers
+        DataLoader settings (ignored when ``dataloaders`` is given).
+    device
+        ``'cpu'``, ``'cuda'`` or ``None``/``'auto'``.
+    log_frequency
+        Lightning logging interval in steps.
+    grad_clip, entropy_weight, skip_weight, baseline_decay, ctrl_lr, ctrl_steps_aggregate, ctrl_steps, ctrl_kwargs
+        See :class:`~nni_enas.enas.EnasModule`.
+    lr_scheduler
+        Epoch-wise LR scheduler of ``optimizer``.
+    dataloaders
+        ``(train_loader, reward_loader)`` to use instead of building loaders from ``dataset``.
+    num_candidates, candidate_batches, reward_train_mode, aux_weight
+        Export and reward settings, see :class:`~nni_enas.enas.EnasModule` and
+        :class:`~nni_enas.recipe.ChildTraining`.
+    callbacks, trainer_kwargs
+        Extra Lightning callbacks and ``pl.Trainer`` arguments (e.g. ``default_root_dir``, ``logger``).
+
+    Examples
+    --------
+    >>> space = MacroSpace(num_layers=4, channels=8)
+    >>> trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy,
+    ...                       torch.optim.SGD(space.parameters(), 0.05), 1, dataset)
+    >>> trainer.fit()
+    >>> arch = trainer.export()
+    """
+
+    def __init__(self, model, loss, metrics, reward_function, optimizer, num_epochs, dataset,
+                 batch_size=64, workers=4, device=None, log_frequency=None, grad_clip=5.0,
+                 entropy_weight=0.0001, skip_weight=0.8, baseline_decay=0.999, ctrl_lr=0.00035,
+                 ctrl_steps_aggregate=20, ctrl_steps=None, ctrl_kwargs=None, *,
+                 lr_scheduler=None, dataloaders: tuple | None = None, num_candidates: int = 100,
+                 candidate_batches: int = 1, reward_train_mode: bool = False, aux_weight: float = 0.4,
+                 callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None):
+        self.space = model
+        self.num_epochs = num_epochs
+        self.device = device
+        self.strategy = Enas()
+        self.supernet = self.strategy.mutate_model(model)
+        recipe = ChildTraining(loss, optimizer, lr_scheduler, metrics=metrics, aux_weight=aux_weight)
+        self.module = EnasModule(
+            recipe, reward_function=reward_function, grad_clip=grad_clip, entropy_weight=entropy_weight,
+            skip_weight=skip_weight, baseline_decay=baseline_decay, ctrl_lr=ctrl_lr,
+            ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
+            num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode)
+        self.module.set_model(self.supernet)
+        self.train_loader, self.module.reward_dataloader = dataloaders or self._loaders(dataset, batch_size, workers)
+        kwargs = dict(max_epochs=num_epochs, accelerator=_accelerator(device), devices=1,
+                      num_sanity_val_steps=0, enable_model_summary=False, logger=False,
+                      enable_checkpointing=False, log_every_n_steps=log_frequency or 50)
+        kwargs.update(trainer_kwargs or {})
+        self.trainer = pl.Trainer(callbacks=callbacks or [], **kwargs)
+
+    @property
+    def controller(self):
+        return self.module.controller
+
+    @staticmethod
+    def _loaders(dataset, batch_size, workers):
+        if isinstance(dataset, (tuple, list)):
+            train, valid = dataset
+        else:
+            n = len(dataset)
+            train, valid = Subset(dataset, range(n // 2)), Subset(dataset, range(n // 2, n))
+        kwargs = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+        return DataLoader(train, shuffle=True, **kwargs), DataLoader(valid, shuffle=True, **kwargs)
+
+    def fit(self, ckpt_path: str | None = None) -> None:
+        """Run the search (``num_epochs`` epochs), resuming from ``ckpt_path`` if given."""
+        self.trainer.fit(self.module, train_dataloaders=self.train_loader, ckpt_path=ckpt_path)
+
+    def export(self) -> dict[str, Any]:
+        """The best of ``num_candidates`` architectures sampled from the trained controller."""
+        return self.module.export()
