@@ -40,7 +40,8 @@ IMPLS = ('ours', 'nni210', 'nni30')
 THEIRS = ('nni210', 'nni30')
 LABELS = {'ours': 'ours (NNI 3.0 plugin)', 'nni210': 'NNI 2.10 EnasTrainer', 'nni30': 'NNI 3.0 strategy.ENAS'}
 SETUP_HINT = 'bash ../shared/peer-bench/setup_peers.sh'
-DEFAULT_OURS_CMD = ('{python} bench/search_epoch.py --search-for {space} --samples {samples} '
+# Our ENAS on the peers' own NNI 3.0 spaces: the very networks the peers train (equal settings).
+DEFAULT_OURS_CMD = ('{python} bench/search_epoch.py --network peers --search-for {space} --samples {samples} '
                     '--batch-size {batch_size} --device cpu')
 
 
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                '(out = the results folder).  The command is split with shlex and run from the repository '
                'root without a shell.  Example with a different interpreter and more reps:\n'
                '  python3 bench/peers.py --reps 3 --spaces micro --ours-cmd '
-               '"{python} bench/search_epoch.py --search-for {space} --samples {samples} --batch-size {batch_size} --device cpu"')
+               '"{python} bench/search_epoch.py --network peers --search-for {space} --samples {samples} --batch-size {batch_size} --device cpu"')
     p.add_argument('--spaces', default='macro,micro',
                    help='comma-separated search spaces, each in {macro, micro} (default: %(default)s)')
     p.add_argument('--samples', type=int, default=1024,
@@ -163,7 +164,7 @@ def _tail(path: str, n: int = 3, width: int = 300) -> str:
             lines = [ln.rstrip() for ln in f.read().splitlines() if ln.strip()]
     except OSError:
         return ''
-    return ' | '.join(lines[-n:])[-width:]
+    return ' / '.join(lines[-n:])[-width:]
 
 
 def run_one(impl: str, space: str, rep: int, cmd: list, args: argparse.Namespace, env: dict) -> dict:
@@ -233,6 +234,11 @@ def _fmt(x, nd=2) -> str:
     return str(x)
 
 
+def _cell(text: str, width: int = 200) -> str:
+    """Text safe inside one markdown table cell."""
+    return ' '.join(str(text).replace('|', '/').split())[:width]
+
+
 def _ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -271,10 +277,10 @@ def summarize(records: list, args: argparse.Namespace, skipped: dict) -> str:
                 lines.append(f'| {space} | {name} | skipped | {skipped[impl]} | | | | |')
                 continue
             if s['ok'] == 0:
-                err = '; '.join(s['errors'])[:200] or 'no runs'
+                err = _cell('; '.join(s['errors'])) or 'no runs'
                 lines.append(f'| {space} | {name} | 0/{s["runs"]} | ERROR: {err} | | | | |')
                 continue
-            note = f' ({len(s["errors"])} error kind(s): {"; ".join(s["errors"])[:120]})' if s['errors'] else ''
+            note = f' ({len(s["errors"])} error kind(s): {_cell("; ".join(s["errors"]), 120)})' if s['errors'] else ''
             lines.append(f'| {space} | {name} | {s["ok"]}/{s["runs"]}{note} | {_fmt(s["epoch_s"])} | '
                          f'{_fmt(s["child_train_s"])} | {_fmt(s["img_per_s"], 1)} | {_fmt(s["mb_img_per_s"], 1)} | '
                          f'{_fmt(s["peak_rss_mib"], 0)} |')

@@ -75,6 +75,11 @@ def save_architecture(path: str | os.PathLike, record: dict[str, Any]) -> None:
     write_json_atomic(path, record)
 
 
+def _is_one_of(value: Any, allowed) -> bool:
+    """``value in allowed`` with matching types: JSON ``true`` or ``1.0`` is not the index ``1``."""
+    return any(type(value) is type(a) and value == a for a in allowed)
+
+
 def check_arch(space, arch: Any) -> list[str]:
     """Every problem of ``arch`` as a sample of ``space`` (empty list: valid)."""
     if not isinstance(arch, dict):
@@ -87,11 +92,11 @@ def check_arch(space, arch: Any) -> list[str]:
             continue
         value = arch[label]
         if isinstance(mutable, Categorical):
-            if value not in mutable.values:
+            if not _is_one_of(value, mutable.values):
                 problems.append(f'{label!r}: {value!r} is not one of {list(mutable.values)}')
         elif isinstance(mutable, CategoricalMultiple):
             allowed = list(mutable.values)
-            if (not isinstance(value, list) or any(v not in allowed for v in value)
+            if (not isinstance(value, list) or not all(_is_one_of(v, allowed) for v in value)
                     or len(set(map(str, value))) != len(value)):
                 problems.append(f'{label!r}: {value!r} must be a list of distinct values from {allowed}')
             elif mutable.n_chosen is not None and len(value) != mutable.n_chosen:
@@ -124,7 +129,11 @@ def check_record(record: Any, where: str = 'architecture', **overrides) -> None:
         problems.append('no "arch" object')
     if not problems:
         try:
-            space = build_space(record, **overrides)
+            channels = {**args, **overrides}.get('channels', 2)
+            if not isinstance(channels, int) or isinstance(channels, bool) or channels < 2:
+                raise ValueError(f'channels must be an integer >= 2, got {channels!r}')
+            # The labels do not depend on the width: validate on a narrow copy of the space (fast).
+            space = build_space(record, **{**overrides, 'channels': 2})
         except (TypeError, ValueError) as e:
             problems.append(f'bad space_args: {e}')
         else:

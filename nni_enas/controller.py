@@ -133,9 +133,10 @@ class ReinforceController(nn.Module):
                 key = self._op_keys[tuple(d.values)] = f'op{len(self._op_keys)}'
                 self.op_soft[key] = nn.Linear(lstm_size, d.n, bias=False)
                 self.op_emb[key] = nn.Embedding(d.n, lstm_size)
-            elif d.kind != 'op' and self.group_inputs[d.group] is None and str(d.n) not in self.input_soft:
-                self.input_soft[str(d.n)] = nn.Linear(lstm_size, d.n, bias=False)
-                self.input_emb[str(d.n)] = nn.Embedding(d.n, lstm_size)
+            elif d.kind != 'op' and self.group_inputs[d.group] is None and self._head(d) not in self.input_soft:
+                # without attention, input decisions of one kind and size share a head
+                self.input_soft[self._head(d)] = nn.Linear(lstm_size, d.n, bias=False)
+                self.input_emb[self._head(d)] = nn.Embedding(d.n, lstm_size)
         self.attn_anchor = nn.Linear(lstm_size, lstm_size, bias=False)   # W1
         self.attn_query = nn.Linear(lstm_size, lstm_size, bias=False)    # W2
         self.attn_v = nn.Linear(lstm_size, 1, bias=False)
@@ -147,6 +148,10 @@ class ReinforceController(nn.Module):
                 if len(values) == len(op_bias):
                     self.op_bias[key] = nn.Parameter(torch.tensor(op_bias, dtype=torch.float))
         self.group_logit_offset = {g: torch.tensor(v, dtype=torch.float) for g, v in (group_logit_offset or {}).items()}
+
+    @staticmethod
+    def _head(d: Decision) -> str:
+        return f'{d.kind}{d.n}'
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -245,7 +250,7 @@ class ReinforceController(nn.Module):
                 scores = self.attn_v(torch.tanh(torch.cat(keys[:d.n]) + self.attn_query(h)))[:, 0]
                 logits = self._squash(scores, op=False)
             else:
-                logits = self._squash(self.input_soft[str(d.n)](h)[0], op=False)
+                logits = self._squash(self.input_soft[self._head(d)](h)[0], op=False)
 
             if d.kind == 'skip':
                 p_on = torch.sigmoid(2 * logits)   # softmax over [-l, l]: the TF two-class form
@@ -266,7 +271,7 @@ class ReinforceController(nn.Module):
                 arch[d.label] = [d.values[j] for j in chosen]
                 probs[d.label] = p_on.detach().tolist()
                 picked = (torch.stack([anchors[j] for j in chosen]) if anchored
-                          else self.input_emb[str(d.n)](bits.nonzero().flatten())) if chosen else None
+                          else self.input_emb[self._head(d)](bits.nonzero().flatten())) if chosen else None
                 inp = (picked.sum(0).view(1, -1) / (1 + len(chosen))) if chosen else torch.zeros_like(h)
             else:
                 log_p = F.log_softmax(logits, dim=-1)
@@ -286,7 +291,7 @@ class ReinforceController(nn.Module):
                 elif anchored:
                     inp = anchors[index]
                 else:
-                    inp = self.input_emb[str(d.n)].weight[index].view(1, -1)
+                    inp = self.input_emb[self._head(d)].weight[index].view(1, -1)
             last_kind = 'op' if d.kind == 'op' else 'input'
         close_unit(h)
         penalty = torch.stack(kl_terms).mean() if kl_terms else zero

@@ -169,25 +169,27 @@ class EnasModule(BaseOneShotLightningModule):
         rewards, entropies, losses, skip_on, skip_total = [], [], [], 0, 0
         for _ in range(steps):
             optimizer.zero_grad()
+            update_loss = 0.0
             for _ in range(self.ctrl_steps_aggregate):
                 arch, log_prob, entropy, skip_penalty = self.controller.sample()
                 self.apply(arch)
                 reward = self._score([self._batch_to_device(next(batches))])
-                reward += self.entropy_weight * float(entropy)
+                reward += self.entropy_weight * entropy.item()
                 if not self.baseline_ready:    # start the baseline at the first reward
                     self.baseline.fill_(reward)
                     self.baseline_ready.fill_(True)
                 # TF updates the baseline before using it.
                 self.baseline.sub_((1 - self.baseline_decay) * (self.baseline - reward))
                 loss = -log_prob * (reward - self.baseline) + self.skip_weight * skip_penalty
-                (loss / self.ctrl_steps_aggregate).backward()
+                update_loss = update_loss + loss / self.ctrl_steps_aggregate
                 rewards.append(reward)
-                entropies.append(float(entropy))
-                losses.append(float(loss))
+                entropies.append(entropy.item())
+                losses.append(loss.item())
                 for label, value in arch.items():
                     if self.controller.is_skip(label):
                         skip_on += len(value)
                         skip_total += self.controller.num_candidates(label)
+            update_loss.backward()   # the average gradient of the aggregated samples, in one pass
             optimizer.step()
         self.training_module.train()
         seconds = time.perf_counter() - start

@@ -30,7 +30,9 @@ def reduction_cells(num_layers: int) -> tuple[int, int]:
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole examples with probability ``drop_prob`` and rescale the rest (spec B.4)."""
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    # rand < keep rather than bernoulli_(keep): torch.compile keeps the changing probability
+    # symbolic instead of recompiling the network at every step of the drop-path schedule.
+    mask = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep).to(x.dtype)
     return x * mask / keep
 
 

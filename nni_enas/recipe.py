@@ -79,11 +79,28 @@ class ChildTraining(LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f'the training loss is {loss.item()} at epoch {self.current_epoch}, '
                                      f'step {batch_idx}; stopping (lower the learning rate?)')
-        self.log('child_loss', loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        # sync_dist: under data parallelism the epoch means cover every rank's shard (no-op on one device)
+        self.log('child_loss', loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
         with torch.no_grad():
             for name, value in self.metrics_fn(logits.detach(), y).items():
-                self.log(f'child_{name}', value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+                self.log(f'child_{name}', value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                         sync_dist=True)
         return loss
+
+    def validation_step(self, batch, batch_idx):
+        """Evaluate a held-out batch (retraining: the test set); logs ``test_loss`` and ``test_<metric>``.
+
+        Per-epoch means weighted by batch size, summed over data-parallel ranks (each rank may
+        evaluate its own shard).
+        """
+        x, y = batch
+        out = self.model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        kwargs = dict(on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log('test_loss', self.criterion(logits.float(), y), prog_bar=False, **kwargs)
+        for name, value in self.metrics_fn(logits, y).items():
+            self.log(f'test_{name}', value, prog_bar=True, **kwargs)
 
     def configure_optimizers(self):
         opt = self._optimizer
