@@ -1,0 +1,132 @@
+"""Retraining throughput: ``retrain.py``'s training loop vs a minimal hand-written PyTorch loop.
+
+Both train the same frozen network (a shipped architecture at its final widths, built through
+NNI: load_architecture -> space -> freeze) on the same synthetic data through the same batches
+(in-memory, augmented on the device), with the same recipe: cross-entropy (+0.4 x auxiliary),
+Nesterov SGD, gradient clipping at norm 5, drop path, the same precision. Each side runs two
+epochs of ``--steps`` minibatches; the figure is the second epoch's training images/s (the
+first pays for allocations and warm-up). Runs alternate, ``--reps`` times.
+
+    python3 bench/retrain_loop.py --arcs paper-micro,paper-macro --steps 4 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from common import env_facts, median, peak_rss_mib, print_json, stdout_to_stderr  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--arcs', default='paper-micro,paper-macro', help='comma-separated shipped names or files')
+    p.add_argument('--steps', type=int, default=4, help='minibatches per epoch (two epochs per run)')
+    p.add_argument('--batch-size', type=int, default=None, help='default: the paper final batch of the space')
+    p.add_argument('--channels', type=int, default=None, help='override the final width (quicker CPU runs)')
+    p.add_argument('--device', default='cpu', help='cpu or cuda')
+    p.add_argument('--precision', default='auto', help="retrain.py's --precision (auto: bf16-mixed on CUDA, 32 on CPU)")
+    p.add_argument('--reps', type=int, default=2, help='alternating repetitions of (ours, hand-written)')
+    return p.parse_args()
+
+
+def ours(arc: str, batch: int, steps: int, args) -> float:
+    """Second-epoch training images/s that retrain.py reports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, os.path.join(ROOT, 'retrain.py'), '--arc', arc, '--dataset', 'synthetic',
+               '--synthetic-size', str(batch * steps), '--epochs', '2', '--batch-size', str(batch),
+               '--device', args.device, '--precision', args.precision, '--output', os.path.join(tmp, 'run'),
+               '--no-progress-bar']
+        if args.channels:
+            cmd += ['--channels', str(args.channels)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if out.returncode != 0:
+            raise RuntimeError(f'retrain.py failed: {out.stderr.strip().splitlines()[-1:]}')
+        rates = re.findall(r'^epoch 2/2 .*\(([\d.e+]+) img/s\)', out.stdout + out.stderr, re.M)
+        if not rates:
+            raise RuntimeError('no epoch-2 summary line from retrain.py')
+        return float(rates[-1])
+
+
+def hand_written(arc: str, batch: int, steps: int, args) -> float:
+    """The same training with a plain loop: forward, loss, backward, clip, step."""
+    import torch
+    import torch.nn.functional as F
+    from nni_enas.architecture import build_space, load_architecture
+    from nni_enas.data import BatchLoader, load_data
+    from nni_enas.paper import FINAL
+    from nni_enas.recipe import enas_sgd
+    from nni_enas.retraining import final_space_args
+
+    device = torch.device(args.device)
+    record = load_architecture(arc)
+    settings = dict(FINAL[record['space']])
+    if args.channels:
+        settings['channels'] = args.channels
+    net = build_space(record, **final_space_args(record['space'], settings)).freeze(record['arch']).to(device)
+    bf16 = device.type == 'cuda' and args.precision in ('auto', 'bf16-mixed') and torch.cuda.is_bf16_supported()
+    if device.type == 'cuda':
+        net = net.to(memory_format=torch.channels_last)
+    optimizer, _ = enas_sgd(net.parameters(), lr_max=settings['lr_max'], lr_min=settings['lr_min'],
+                            weight_decay=settings['weight_decay'])
+    train, _ = load_data('synthetic', None, split='final', synthetic_size=batch * steps)
+    loader = BatchLoader(train, batch, shuffle=True, augment=True, device=device)
+    aux_weight = settings['aux_weight']
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    net.train()
+    rate = float('nan')
+    for epoch in range(2):
+        sync()
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            if hasattr(net, 'set_drop_path_progress'):
+                net.set_drop_path_progress((epoch * steps + step + 1) / (2 * steps))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(x)
+                logits, aux = out if isinstance(out, tuple) else (out, None)
+                loss = F.cross_entropy(logits, y)
+                if aux is not None:
+                    loss = loss + aux_weight * F.cross_entropy(aux, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), settings['grad_clip'])
+            optimizer.step()
+        sync()
+        rate = len(train) / (time.perf_counter() - start)
+    return rate
+
+
+def main():
+    args = parse_args()
+    from nni_enas.paper import FINAL
+    from nni_enas.architecture import load_architecture
+    for arc in args.arcs.split(','):
+        space = load_architecture(arc)['space']
+        batch = args.batch_size or FINAL[space]['batch_size']
+        figures = {'ours': [], 'hand_written': []}
+        for rep in range(args.reps):
+            order = ['ours', 'hand_written'] if rep % 2 == 0 else ['hand_written', 'ours']
+            for impl in order:
+                with stdout_to_stderr():
+                    rate = (ours if impl == 'ours' else hand_written)(arc, batch, args.steps, args)
+                figures[impl].append(rate)
+                print_json({'arc': arc, 'impl': impl, 'rep': rep, 'batch_size': batch, 'steps': args.steps,
+                            'channels': args.channels, 'device': args.device, 'img_per_s': rate})
+        o, h = median(figures['ours']), median(figures['hand_written'])
+        print_json({'arc': arc, 'summary': True, 'ours_img_per_s': o, 'hand_written_img_per_s': h,
+                    'ours_over_hand_written': o / h, 'peak_rss_mib': peak_rss_mib(), **env_facts(args.device)})
+
+
+if __name__ == '__main__':
+    main()

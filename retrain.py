@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Retrain an architecture from scratch with the paper's final recipe and report its test error.
+
+    python3 retrain.py --arc paper-micro                 # ENAS micro, Table 2: 4.6M params, 3.54% error
+    python3 retrain.py --arc paper-micro --cutout 16     # the "+ CutOut" row: 2.89%
+    python3 retrain.py --arc paper-macro                 # ENAS macro, Table 2: 21.3M params, 4.23% error
+    python3 retrain.py --arc exported.json               # what search.py exported, at its own depth
+    python3 retrain.py --arc paper-micro --devices 4 --batch-size 36   # 4 GPUs, the paper's global batch
+    python3 retrain.py --resume runs/retrain-paper-micro-20250101-120000
+
+The network is built through NNI: load_architecture(--arc) -> build_space(record, final overrides)
+-> space.freeze(record['arch']), with the final widths of nni_enas/paper.py (FINAL): macro 96
+channels, dropout 0.5, the file's own depth; micro 15 normal cells, 36 channels, dropout 0.2,
+auxiliary head (weight 0.4), drop path 0.4. It is trained on the whole training set (CIFAR-10:
+50k images; pad-4 crops and flips, optional cutout) with Nesterov SGD, cosine warm restarts
+(T0 10, Tmul 2) and global-norm gradient clipping, and the test set is evaluated after every epoch.
+
+The run folder (--output, default runs/retrain-<arc>-<time>) holds args.json (the settings),
+checkpoints/last.ckpt (after every epoch), tensorboard/ and, at the end, result.json (test
+accuracy, parameter count, time). Ctrl-C stops at once keeping the last epoch's checkpoint;
+--resume continues from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from nni_enas import cli  # first: also hides library noise emitted while importing the rest
+
+cli.quiet_library_noise()
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from nni_enas import nni_report  # noqa: E402
+from nni_enas.architecture import ArchitectureError, build_space, load_architecture, write_json_atomic  # noqa: E402
+from nni_enas.data import DataError, load_data  # noqa: E402
+from nni_enas.paper import FINAL, PAPER_RESULTS  # noqa: E402
+from nni_enas.recipe import ChildTraining, enas_sgd  # noqa: E402
+from nni_enas.retraining import (ReplicaHashes, RetrainData, count_parameters, final_space_args,  # noqa: E402
+                                 weights_sha256)
+
+RESULT_NAME = 'result.json'
+# Settings taken from paper.FINAL[space] when not given (the flag is the key with '-' for '_').
+PAPER_KEYS = ('epochs', 'batch_size', 'layers', 'channels', 'dropout', 'lr_max', 'lr_min', 'weight_decay',
+              'grad_clip', 'aux_weight', 'drop_path_prob', 'cutout')
+# What --resume lets the command line change; everything else must stay as the run started.
+RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'devices', 'compile', 'progress_bar'}
+# A data-parallel run's first process tells the processes Lightning starts where its run folder is.
+RUN_DIR_ENV = 'NNI_ENAS_RETRAIN_RUN_DIR'
+PRECISIONS = ('auto', '32', 'bf16-mixed', '16-mixed')
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(
+        prog='retrain.py',
+        description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
+        epilog='Defaults marked "macro X / micro Y" are the paper\'s final recipe (nni_enas/paper.py, FINAL), '
+               'picked by the space of --arc; every one can be overridden.\n\n'
+               'Data parallel (--devices N): each of the N processes trains on its own shard of every epoch\n'
+               '(reshuffled each epoch) and --batch-size is PER DEVICE, so one step sees N x batch-size images\n'
+               'and an epoch has N times fewer steps. To keep the paper\'s recipe, split its batch: e.g.\n'
+               '--devices 4 --batch-size 36 (micro, 4 x 36 = 144) or --devices 2 --batch-size 50 (macro) with\n'
+               'the default learning rates. If you keep the per-device batch instead, scale --lr-max and\n'
+               '--lr-min by N (the linear scaling rule). BatchNorm statistics are per device.\n\n'
+               'Exit status: 0 done, 1 failed (e.g. NaN loss), 2 bad input, 130 stopped by Ctrl-C.')
+
+    def paper(key: str, text: str) -> str:
+        return f'{text} ({cli.paper_default(FINAL, key)})'
+
+    g = p.add_argument_group('what to train')
+    g.add_argument('--arc', metavar='PATH|NAME', default=None,
+                   help='the architecture: a file exported by search.py, or a shipped one: paper-macro, '
+                        'paper-micro (nni_enas/architectures/); required unless --resume')
+    g.add_argument('--layers', type=cli.positive_int, help=paper(
+        'layers', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless given '
+        '(a macro architecture only exists at its depth)'))
+    g.add_argument('--channels', type=cli.int_at_least(2), help=paper(
+        'channels', 'width of the first stage (doubles at each reduction)'))
+    g.add_argument('--dropout', type=cli.fraction, help=paper('dropout', 'dropout before the classifier'))
+    g.add_argument('--aux-weight', type=cli.non_negative_float, help=paper(
+        'aux_weight', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'))
+    g.add_argument('--drop-path-prob', type=cli.fraction, help=paper(
+        'drop_path_prob', 'micro: drop-path probability of the last cell at the end of training '
+                          '(scaled by depth and training progress)'))
+
+    g = p.add_argument_group('training recipe')
+    g.add_argument('--epochs', type=cli.positive_int, help=paper('epochs', 'training epochs'))
+    g.add_argument('--batch-size', type=cli.positive_int, help=paper(
+        'batch_size', 'training minibatch size per device'))
+    g.add_argument('--lr-max', type=cli.positive_float, help=paper(
+        'lr_max', 'SGD learning rate at each (warm) restart of the cosine schedule'))
+    g.add_argument('--lr-min', type=cli.non_negative_float, help=paper('lr_min', 'cosine schedule minimum'))
+    g.add_argument('--weight-decay', type=cli.non_negative_float, help=paper(
+        'weight_decay', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'))
+    g.add_argument('--grad-clip', type=cli.non_negative_float, help=paper(
+        'grad_clip', 'global gradient-norm clip, 0 = off'))
+    g.add_argument('--cutout', type=cli.non_negative_int, help=paper(
+        'cutout', 'side of the cutout square in pixels, 0 = off; 16 for the paper\'s "+ CutOut" row'))
+
+    g = p.add_argument_group('speed')
+    g.add_argument('--devices', type=cli.positive_int, default=1, metavar='N',
+                   help='data-parallel processes (DDP through Lightning): N GPUs, or N CPU processes (gloo) with '
+                        '--device cpu; see the note below on batch size and learning rate (default: %(default)s)')
+    g.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='arithmetic: auto = bf16-mixed on a CUDA GPU that supports it, else 32; 16-mixed needs '
+                        'CUDA (default: %(default)s)')
+    g.add_argument('--compile', action=argparse.BooleanOptionalAction, default=False,
+                   help='compile the network with torch.compile on a CUDA GPU (minutes of start-up, faster '
+                        'epochs); ignored on the CPU (default: off)')
+
+    cli.add_data_options(p, cifar10_use='all 50k training images, evaluated on the 10k test images')
+
+    g = p.add_argument_group('run')
+    g.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda; on CUDA the data '
+                                                    'lives on the GPU and the network is channels-last '
+                                                    '(default: %(default)s)')
+    g.add_argument('--seed', type=cli.non_negative_int, default=0, help='random seed (default: %(default)s)')
+    g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
+                   help='show a progress bar during each epoch (default: only when the output is a terminal; '
+                        'the one-line epoch summaries are always printed)')
+    g.add_argument('--output', metavar='DIR', default=None,
+                   help='run folder for settings, checkpoints, TensorBoard logs and result.json (default: a new '
+                        'runs/retrain-<arc>-<time>; in an NNI trial, inside the trial\'s folder)')
+    g.add_argument('--resume', metavar='RUN_DIR', default=None,
+                   help='continue the run in RUN_DIR from its last checkpoint with its saved settings, exactly '
+                        'as if it had not stopped; only --epochs (to extend: the micro drop-path schedule then '
+                        'stretches to the new length), --device, --devices, --compile and --progress-bar may '
+                        'be changed')
+    return p
+
+
+def _launched_run_dir() -> Path | None:
+    """In a process that Lightning started for data-parallel rank > 0: the first process's run folder."""
+    if int(os.environ.get('LOCAL_RANK', '0')) > 0 and os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    return None
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any]]:
+    """Parse, apply NNI tuner parameters, fill the paper's defaults, check the architecture.
+
+    Returns ``(args, record, space_overrides)``; bad input fails with exit status 2.
+    """
+    parser = build_parser()
+    launched = _launched_run_dir()
+    if launched is not None:        # rank > 0: exactly the first process's settings
+        args = argparse.Namespace(**cli.load_settings(launched))
+    else:
+        args, explicit = cli.parse_args_explicit(parser, argv)
+        explicit |= set(nni_report.apply_tuner_parameters(args, parser))
+        if args.resume:
+            args = cli.resume_settings(args, explicit, RESUME_MAY_CHANGE)
+        elif args.arc is None:
+            cli.fail('--arc PATH|paper-macro|paper-micro is required (or --resume RUN_DIR)')
+    record = load_architecture(args.arc)
+    if Path(args.arc).is_file():
+        args.arc = str(Path(args.arc).resolve())   # the settings must find it again on --resume
+    space = record['space']
+    cli.fill_paper_defaults(args, FINAL[space], PAPER_KEYS)
+    if space == 'macro':
+        for dest in ('aux_weight', 'drop_path_prob'):
+            if getattr(args, dest):
+                cli.fail(f'--{dest.replace("_", "-")} {getattr(args, dest)}: only the micro network has it '
+                         f'({args.arc} is a macro architecture)')
+    if args.lr_min > args.lr_max:
+        cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
+    overrides = final_space_args(space, vars(args))
+    record = load_architecture(args.arc, **overrides)      # the labels must fit the final depth
+    return args, record, overrides
+
+
+# --------------------------------------------------------------------------------------------
+# devices
+# --------------------------------------------------------------------------------------------
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    if choice == 'auto':
+        return 'bf16-mixed' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else '32-true'
+    if choice == '16-mixed' and device.type != 'cuda':
+        cli.fail('--precision 16-mixed needs a CUDA device (use 32 or bf16-mixed)')
+    return '32-true' if choice == '32' else choice
+
+
+def lightning_devices(device: torch.device, n: int) -> dict[str, Any]:
+    """``pl.Trainer`` accelerator/devices/strategy for ``n`` data-parallel processes on ``device``."""
+    if device.type == 'cuda':
+        available = torch.cuda.device_count()
+        if n > available:
+            cli.fail(f'--devices {n}: only {available} CUDA device(s) here')
+        devices = [device.index] if device.index is not None and n == 1 else n
+        kwargs = dict(accelerator='gpu', devices=devices)
+    else:
+        kwargs = dict(accelerator='cpu', devices=n)
+    kwargs['strategy'] = 'ddp' if n > 1 else 'auto'     # DDP on CPU uses the gloo backend
+    return kwargs
+
+
+def describe_device(device: torch.device, n: int) -> str:
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device.index or 0)
+        return f'{n} x {name}' if n > 1 else name
+    return f'cpu ({n} processes)' if n > 1 else 'cpu'
+
+
+# --------------------------------------------------------------------------------------------
+# per-epoch report: summary line, TensorBoard, NNI
+# --------------------------------------------------------------------------------------------
+
+class RetrainMonitor(pl.Callback):
+    """After every epoch (validation included): one summary line, TensorBoard scalars, NNI report.
+
+    Its state (best test accuracy, time so far) is saved in the checkpoint, so a resumed run
+    reports the same bests and total time as one that never stopped.
+    """
+
+    def __init__(self, images_per_epoch: int):
+        self.images_per_epoch = images_per_epoch
+        self.best_acc = float('nan')
+        self.best_epoch = 0
+        self.wall_seconds_before = 0.0      # of earlier sessions of this run (restored on --resume)
+        self.session_start = time.perf_counter()
+        self.last: dict[str, float] = {}
+        self._epoch_start = self._train_seconds = 0.0
+        self._lr = float('nan')
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.wall_seconds_before + time.perf_counter() - self.session_start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'best_acc': self.best_acc, 'best_epoch': self.best_epoch, 'wall_seconds': self.wall_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_acc, self.best_epoch = state['best_acc'], state['best_epoch']
+        self.wall_seconds_before = state['wall_seconds']
+        self.session_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_seconds = 0.0
+        self._lr = trainer.optimizers[0].param_groups[0]['lr'] if trainer.optimizers else float('nan')
+
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        if not trainer.sanity_checking and not self._train_seconds:     # the epoch's training part ends
+            if module.device.type == 'cuda':
+                torch.cuda.synchronize(module.device)
+            self._train_seconds = time.perf_counter() - self._epoch_start
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        epoch = trainer.current_epoch + 1
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k in ('child_loss', 'child_acc', 'test_loss', 'test_acc')}
+        test_acc = metrics.get('test_acc', float('nan'))
+        if not test_acc <= self.best_acc:       # also when best is still NaN
+            self.best_acc, self.best_epoch = test_acc, epoch
+        seconds = time.perf_counter() - self._epoch_start
+        train_seconds = self._train_seconds or seconds
+        summary = {
+            'train_loss': metrics.get('child_loss', float('nan')), 'train_acc': metrics.get('child_acc', float('nan')),
+            'test_loss': metrics.get('test_loss', float('nan')), 'test_acc': test_acc, 'test_error': 1 - test_acc,
+            'best_test_acc': self.best_acc, 'lr': self._lr, 'seconds': seconds,
+            'images_per_s': self.images_per_epoch / train_seconds,
+        }
+        self.last = {'epoch': epoch, **summary}
+        if not trainer.is_global_zero:
+            return
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({f'retrain/{k}': v for k, v in summary.items() if math.isfinite(v)}, step=epoch)
+        nni_report.report_epoch(summary, 'test_acc')
+        cli.print_line(trainer, (
+            f'epoch {epoch}/{trainer.max_epochs}  train loss {summary["train_loss"]:.3f} '
+            f'acc {summary["train_acc"]:.3f}  test loss {summary["test_loss"]:.3f} acc {test_acc:.4f} '
+            f'(error {100 * (1 - test_acc):.2f}%, best {self.best_acc:.4f} @{self.best_epoch})  '
+            f'lr {self._lr:.5f}  {seconds:.1f}s ({_rate(summary["images_per_s"])} img/s)'))
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+def _arc_name(arc: str) -> str:
+    return Path(arc).stem if Path(arc).suffix == '.json' else Path(arc).name
+
+
+def _run_dir(args: argparse.Namespace, launched: Path | None, trial_dir: str | None) -> tuple[Path, Path | None]:
+    """``(run folder, checkpoint to resume from)``; fails on a finished run or a taken folder.
+
+    Nothing is created yet (see :func:`_start_run_dir`)."""
+    if launched is not None:                    # a process Lightning started: the first one's folder
+        return launched, cli.last_checkpoint(launched) if args.resume else None
+    if args.resume:
+        run_dir = Path(args.resume)
+        checkpoint = cli.last_checkpoint(run_dir)
+        done = cli.checkpoint_epoch(checkpoint)
+        if done >= args.epochs:
+            cli.fail(f'{run_dir} already completed {done} of {args.epochs} epochs; pass --epochs N '
+                     f'(N > {done}) to train longer')
+        return run_dir, checkpoint
+    if args.output:
+        run_dir = Path(args.output)
+        if (run_dir / cli.SETTINGS_FILE).exists():
+            cli.fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
+        return run_dir, None
+    return Path(trial_dir or 'runs') / f'retrain-{_arc_name(args.arc)}-<time>', None
+
+
+def _start_run_dir(args: argparse.Namespace, argv, run_dir: Path, checkpoint: Path | None,
+                   trial_dir: str | None) -> Path:
+    """Create the run folder (or update a resumed one) and write its settings."""
+    if checkpoint is not None:
+        cli.save_settings(run_dir, args, argv, resumed_after=cli.checkpoint_epoch(checkpoint))
+        return run_dir
+    if args.output:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = cli.new_run_dir(f'retrain-{_arc_name(args.arc)}', trial_dir or 'runs')
+    args.output = str(run_dir)
+    cli.save_settings(run_dir, args, argv)
+    return run_dir
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args, record, overrides = parse(argv)
+    launched = _launched_run_dir()
+    lead = launched is None        # the first (or only) process writes files and prints
+    device = cli.resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    trainer_devices = lightning_devices(device, args.devices)
+    world = args.devices
+    if argv is not None and world > 1 and list(argv) != sys.argv[1:]:
+        cli.fail('--devices > 1 needs retrain.py run as a script: Lightning starts the other processes '
+                 'with the same command line')
+    trial_dir = nni_report.trial_output_dir()
+    run_dir, checkpoint = _run_dir(args, launched, trial_dir)
+
+    # Data before the run folder: bad data stops here with nothing written.
+    cli.seed_everything(args.seed)
+    train, test = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
+                            seed=args.seed)
+    if lead:
+        run_dir = _start_run_dir(args, argv, run_dir, checkpoint, trial_dir)
+
+    # The network, through NNI: the space with the final widths, frozen to the architecture.
+    space = build_space(record, **overrides, num_classes=train.num_classes)
+    net = space.freeze(record['arch'])
+    params = count_parameters(net)
+    if device.type == 'cuda':
+        net = net.to(memory_format=torch.channels_last)
+    elif world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if args.compile and device.type == 'cuda':
+        net.compile()       # in place: the checkpoint's keys stay those of the plain network
+    elif args.compile and lead:
+        cli.say('note: --compile is ignored on the CPU (compiling takes longer there than it saves)')
+
+    # The recipe: the same ChildTraining the search trains its child models with.
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world) / args.batch_size)
+    lr_max, lr_min, wd = args.lr_max, args.lr_min, args.weight_decay
+    drop_path = space.name == 'micro' and args.drop_path_prob > 0
+    module = ChildTraining(
+        optimizer=lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
+        aux_weight=args.aux_weight, drop_path_steps=args.epochs * steps_per_epoch if drop_path else None)
+    module.set_model(net)
+    data = RetrainData(train, test, batch_size=args.batch_size, eval_batch_size=max(100, 2 * args.batch_size),
+                       seed=args.seed, cutout=args.cutout, channels_last=device.type == 'cuda')
+
+    monitor = RetrainMonitor(images_per_epoch=math.ceil(len(train) / world) * world)
+    replicas = ReplicaHashes()
+    stop = cli.StopWatcher()
+    bar = cli.want_progress_bar(args.progress_bar)
+    callbacks = [cli.EpochProgressBar(after_last_step='(last step + test set)')] if bar else []
+    callbacks += [monitor, replicas, cli.RngStateCallback(), stop, cli.checkpoint_callback(run_dir)]
+    trainer = pl.Trainer(
+        max_epochs=args.epochs, precision=precision, gradient_clip_val=args.grad_clip or None,
+        gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50,
+        benchmark=device.type == 'cuda', callbacks=callbacks, **trainer_devices,
+        **cli.lightning_trainer_kwargs(run_dir, progress_bar=bar))
+
+    # The paper's figures are only comparable at the shipped file's own (final) settings.
+    paper = PAPER_RESULTS.get(_arc_name(args.arc))
+    if paper is not None and dict(space.args) != {**record['space_args'], 'num_classes': train.num_classes}:
+        paper = None
+    if lead:
+        cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} ({space.name}, '
+                f'{_describe_space(space.args)}): {params:,} parameters'
+                + (f' (paper: {paper["params_m"]}M)' if paper else '')
+                + f'; {_epochs(args.epochs)} on {args.dataset} ({len(train)} train / {len(test)} test images), '
+                  f'{describe_device(device, world)}, precision {precision}; run folder {run_dir}')
+    if lead and world > 1:
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())     # for the processes Lightning starts
+    try:
+        how = cli.fit_watched(
+            lambda: trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None), stop)
+    finally:
+        if lead:
+            os.environ.pop(RUN_DIR_ENV, None)
+    if how == 'nonfinite':
+        cli.say(f'error: the training loss became NaN/inf in epoch {trainer.current_epoch + 1}/{args.epochs}; '
+                f'stopped ({_saved_state(run_dir)}); try a lower --lr-max', file=sys.stderr)
+        return cli.EXIT_FAILED
+    if how:
+        if lead:
+            resume = (f'Continue with: python3 retrain.py --resume {run_dir}'
+                      if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'Start it again to retrain')
+            cli.say(f'\n{how}: stopped in epoch {stop.epoch}/{args.epochs}; {_saved_state(run_dir)}. {resume}',
+                    file=sys.stderr)
+        return stop.exit_status
+    if lead:
+        _finish(args, space, params, trainer, monitor, replicas.hashes or [weights_sha256(net)], paper,
+                run_dir, describe_device(device, world), precision)
+    return cli.EXIT_OK
+
+
+def _finish(args, space, params: int, trainer: pl.Trainer, monitor: RetrainMonitor, hashes: list[str],
+            paper: dict | None, run_dir: Path, device: str, precision: str) -> None:
+    """Write result.json, report the final result to NNI, say it."""
+    last = monitor.last
+    paper_error = None
+    if paper:
+        paper_error = paper.get('test_error_cutout') if args.cutout else paper['test_error']
+    result = {
+        'architecture': args.arc, 'space': space.name, 'space_args': dict(space.args), 'parameters': params,
+        'test_acc': last.get('test_acc'), 'test_error': last.get('test_error'),
+        'best_test_acc': monitor.best_acc, 'best_epoch': monitor.best_epoch,
+        'epochs': trainer.current_epoch, 'wall_seconds': round(monitor.wall_seconds, 1),
+        'device': device, 'devices': args.devices, 'precision': precision,
+        'batch_size_per_device': args.batch_size, 'dataset': args.dataset, 'cutout': args.cutout,
+        'seed': args.seed, 'weights_sha256': hashes,
+        'paper': {'parameters_m': paper['params_m'], 'test_error_percent': paper_error} if paper else None,
+        'run_dir': str(run_dir.resolve()), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+    }
+    write_json_atomic(run_dir / RESULT_NAME, result)
+    nni_report.report_final({k: result[k] for k in ('test_acc', 'test_error', 'best_test_acc', 'parameters',
+                                                    'wall_seconds')}, 'test_acc')
+    cli.say(f'done: {args.arc} after {_epochs(result["epochs"])}: test accuracy {result["test_acc"]:.4f} '
+            f'(error {100 * result["test_error"]:.2f}%' + (f'; paper {paper_error}%' if paper_error else '')
+            + f'), best {monitor.best_acc:.4f} at epoch {monitor.best_epoch}; {params:,} parameters; '
+              f'{result["wall_seconds"] / 3600:.2f} h; {run_dir / RESULT_NAME}')
+
+
+def _rate(images_per_s: float) -> str:
+    return f'{images_per_s:.0f}' if images_per_s >= 100 else f'{images_per_s:.3g}'
+
+
+def _epochs(n: int) -> str:
+    return f'{n} epoch' + ('s' if n != 1 else '')
+
+
+def _describe_space(space_args: dict[str, Any]) -> str:
+    keys = ('num_layers', 'channels', 'dropout', 'auxiliary', 'drop_path_prob')
+    return ', '.join(f'{k} {space_args[k]}' for k in keys if k in space_args)
+
+
+def _saved_state(run_dir: Path) -> str:
+    checkpoint = run_dir / 'checkpoints' / 'last.ckpt'
+    if not checkpoint.is_file():
+        return 'no epoch was completed, so nothing was saved'
+    return f'the checkpoint after epoch {cli.checkpoint_epoch(checkpoint)} is {checkpoint}'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Retrain; returns the exit status (0 done, 1 failed, 2 bad input, 130/143 stopped)."""
+    return cli.run_main(_main, argv, user_errors=(DataError, ArchitectureError))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""ENAS architecture search (Pham et al., 2018) on NNI 3.0, with the paper's settings.
+
+    python3 search.py --search-for macro                  # the paper's macro search on CIFAR-10
+    python3 search.py --search-for micro --epochs 10      # fewer epochs, everything else as the paper
+    python3 search.py --search-for micro --dataset synthetic --epochs 2   # try it without data
+    python3 search.py --resume runs/search-micro-20250101-120000          # continue a stopped run
+
+Every epoch (spec D.2): one pass over the training split trains the shared weights, a new child
+model sampled by the controller for every minibatch; then the controller phase trains the
+controller with REINFORCE on validation minibatches; then the best of --num-candidates
+architectures sampled from the controller, scored on the same validation batches, is written to
+exported.json (the paper's way of deriving the architecture to retrain).
+
+The run folder (--output, default runs/search-<space>-<time>) holds args.json (the settings),
+checkpoints/last.ckpt (after every epoch), tensorboard/ (scalars and the controller's choice
+probabilities) and exported.json. Ctrl-C (or SIGTERM) stops at once, keeping the last complete
+epoch's checkpoint and export; --resume continues from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch.nn as nn
+
+from nni_enas import cli, nni_report
+from nni_enas.architecture import architecture_record, save_architecture, write_json_atomic
+from nni_enas.data import BatchLoader, DataError, load_data
+from nni_enas.macro import MacroSpace
+from nni_enas.micro import MicroSpace
+from nni_enas.paper import SEARCH, controller_kwargs
+from nni_enas.recipe import accuracy, enas_sgd
+from nni_enas.trainer import EnasTrainer
+
+SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
+EXPORT_NAME = 'exported.json'
+
+# Settings taken from paper.SEARCH[space] when not given (the flag is the key with '-' for '_').
+PAPER_KEYS = ('epochs', 'batch_size', 'layers', 'channels', 'nodes', 'dropout', 'lr_max', 'lr_min',
+              'weight_decay', 'grad_clip', 'ctrl_lr', 'ctrl_steps', 'ctrl_steps_aggregate',
+              'entropy_weight', 'skip_weight', 'skip_target', 'baseline_decay', 'tanh_constant',
+              'op_tanh_reduce', 'lstm_size', 'reward_train_mode')
+# What --resume lets the command line change; everything else must stay as the run started.
+RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'export', 'workers', 'progress_bar'}
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(
+        prog='search.py',
+        description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
+        epilog='Defaults marked "macro X / micro Y" are the paper\'s (nni_enas/paper.py, SEARCH); '
+               'every one can be overridden.\nExit status: 0 done, 1 failed (e.g. NaN loss), '
+               '2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
+
+    def paper(key: str, text: str) -> str:
+        return f'{text} ({cli.paper_default(SEARCH, key)})'
+
+    g = p.add_argument_group('what to search')
+    g.add_argument('--search-for', choices=sorted(SPACES), default=None,
+                   help='the search space: macro (a whole network, layer by layer) or micro (a normal '
+                        'and a reduction cell); required unless --resume')
+    g.add_argument('--layers', type=cli.positive_int, help=paper(
+        'layers', 'macro: number of layers; micro: normal cells (2 per stage in search)'))
+    g.add_argument('--channels', type=cli.int_at_least(2), help=paper('channels', 'width of the first stage'))
+    g.add_argument('--nodes', type=cli.positive_int, help=paper('nodes', 'micro only: computational nodes per cell'))
+    g.add_argument('--dropout', type=cli.fraction, help=paper('dropout', 'dropout before the classifier'))
+
+    g = p.add_argument_group('shared weights (child models)')
+    g.add_argument('--epochs', type=cli.positive_int, help=paper('epochs', 'search epochs'))
+    g.add_argument('--batch-size', type=cli.positive_int, help=paper(
+        'batch_size', 'minibatch size of the child steps and the reward batches'))
+    g.add_argument('--lr-max', type=cli.positive_float, help=paper(
+        'lr_max', 'SGD learning rate at each (warm) restart of the cosine schedule'))
+    g.add_argument('--lr-min', type=cli.non_negative_float, help=paper('lr_min', 'cosine schedule minimum'))
+    g.add_argument('--weight-decay', type=cli.non_negative_float, help=paper('weight_decay', 'SGD weight decay'))
+    g.add_argument('--grad-clip', type=cli.non_negative_float, help=paper(
+        'grad_clip', 'global gradient-norm clip, 0 = off'))
+
+    g = p.add_argument_group('controller')
+    g.add_argument('--ctrl-lr', type=cli.positive_float, help=paper('ctrl_lr', 'Adam learning rate'))
+    g.add_argument('--ctrl-steps', type=cli.positive_int, help=paper('ctrl_steps', 'controller updates per epoch'))
+    g.add_argument('--ctrl-steps-aggregate', type=cli.positive_int, help=paper(
+        'ctrl_steps_aggregate', 'sampled children averaged into one update'))
+    g.add_argument('--entropy-weight', type=cli.non_negative_float, help=paper(
+        'entropy_weight', 'entropy bonus added to the reward'))
+    g.add_argument('--skip-weight', type=cli.non_negative_float, help=paper(
+        'skip_weight', 'weight of the skip penalty (KL from --skip-target)'))
+    g.add_argument('--skip-target', type=cli.fraction, help=paper(
+        'skip_target', 'target probability of a skip connection'))
+    g.add_argument('--baseline-decay', type=cli.fraction, help=paper(
+        'baseline_decay', 'decay of the moving-average reward baseline'))
+    g.add_argument('--tanh-constant', type=cli.positive_float, help=paper(
+        'tanh_constant', 'logits become c*tanh(logits)'))
+    g.add_argument('--op-tanh-reduce', type=cli.positive_float, help=paper(
+        'op_tanh_reduce', 'op decisions use tanh-constant / this'))
+    g.add_argument('--lstm-size', type=cli.positive_int, help=paper('lstm_size', 'controller LSTM units'))
+    g.add_argument('--reward-train-mode', action=argparse.BooleanOptionalAction, default=None,
+                   help=paper('reward_train_mode', 'score rewards with batch-statistics BN and dropout on '
+                                                   '(TF micro) instead of inference mode (TF macro)'))
+
+    g = p.add_argument_group('export')
+    g.add_argument('--num-candidates', type=cli.positive_int, default=100,
+                   help='architectures sampled from the controller after each epoch; the best one on the '
+                        'same validation batches is exported (default: %(default)s)')
+    g.add_argument('--candidate-batches', type=cli.positive_int, default=1,
+                   help='validation minibatches that score each candidate (default: %(default)s)')
+    g.add_argument('--export', metavar='PATH', default=None,
+                   help=f'where to write the exported architecture after every epoch (default: '
+                        f'{EXPORT_NAME} in the working folder; in an NNI trial, in the trial\'s folder); '
+                        f'always also written to the run folder')
+
+    g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper')
+    g.add_argument('--valid-size', type=cli.positive_int, default=5000, metavar='N',
+                   help='images split off the end of the training set for the controller\'s rewards '
+                        '(10%% if the set is not larger) (default: %(default)s)')
+
+    g = p.add_argument_group('run')
+    g.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda (default: %(default)s)')
+    g.add_argument('--seed', type=cli.non_negative_int, default=0, help='random seed (default: %(default)s)')
+    g.add_argument('--workers', type=cli.non_negative_int, default=0,
+                   help='accepted for NNI 2.x command lines and ignored: batches are built in memory on the '
+                        'device, no worker processes are needed (default: %(default)s)')
+    g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
+                   help='show a progress bar during each epoch (default: only when the output is a terminal; '
+                        'the one-line epoch summaries are always printed)')
+    g.add_argument('--output', metavar='DIR', default=None,
+                   help='run folder for settings, checkpoints, TensorBoard logs and the export (default: a '
+                        'new runs/search-<space>-<time>; in an NNI trial, inside the trial\'s folder)')
+    g.add_argument('--resume', metavar='RUN_DIR', default=None,
+                   help='continue the run in RUN_DIR from its last checkpoint with its saved settings; '
+                        'only --epochs (to extend), --device and --export may be changed')
+    return p
+
+
+def _settings_for(args: argparse.Namespace) -> dict[str, Any]:
+    """paper.SEARCH[space] overridden by the options (what the controller and trainer get)."""
+    return {**SEARCH[args.search_for], **{k: getattr(args, k) for k in PAPER_KEYS if getattr(args, k) is not None}}
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """Parse, apply NNI tuner parameters, fill the paper's defaults, check; or fail with exit 2."""
+    parser = build_parser()
+    args, explicit = cli.parse_args_explicit(parser, argv)
+    explicit |= set(nni_report.apply_tuner_parameters(args, parser))
+    if args.resume:
+        args = cli.resume_settings(args, explicit, RESUME_MAY_CHANGE)
+    elif args.search_for is None:
+        cli.fail('--search-for macro|micro is required (or --resume RUN_DIR)')
+    else:
+        if args.search_for != 'micro' and args.nodes is not None:
+            cli.fail('--nodes is only for --search-for micro')
+    cli.fill_paper_defaults(args, SEARCH[args.search_for], PAPER_KEYS)
+    if args.lr_min > args.lr_max:
+        cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
+    return args, parser
+
+
+# --------------------------------------------------------------------------------------------
+# per-epoch report: summary line, export, TensorBoard, NNI
+# --------------------------------------------------------------------------------------------
+
+class SearchMonitor(pl.Callback):
+    """After every epoch: export the current best architecture, log, print one summary line.
+
+    Runs before the checkpoint is written (Lightning calls ``ModelCheckpoint`` last), so the
+    checkpoint's RNG state is the one after the export's sampling: a resumed run continues
+    exactly like one that never stopped.
+    """
+
+    def __init__(self, space, args: argparse.Namespace, run_dir: Path, export_paths: list[Path]):
+        self.space = space
+        self.args = args
+        self.run_dir = run_dir
+        self.export_paths = export_paths
+        self.has_skips = False
+        self.last: dict[str, Any] | None = None
+        self._epoch_start = 0.0
+        self._lr = float('nan')
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._epoch_start = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[0]['lr'] if trainer.optimizers else float('nan')
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        epoch = trainer.current_epoch + 1
+        stats = dict(module.epoch_stats)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ('child_loss', 'child_acc')}
+
+        start = time.perf_counter()
+        best, best_reward, greedy = module.export_candidates()
+        export_seconds = time.perf_counter() - start
+        record = architecture_record(
+            self.space, best, epoch=epoch, epochs=trainer.max_epochs, reward=best_reward,
+            mean_reward=stats.get('reward'), num_candidates=self.args.num_candidates,
+            candidate_batches=self.args.candidate_batches, greedy=greedy, dataset=self.args.dataset,
+            seed=self.args.seed, run_dir=str(self.run_dir.resolve()),
+            time=time.strftime('%Y-%m-%dT%H:%M:%S'))
+        save_architecture(self.export_paths[0], record)       # validated, atomic
+        for path in self.export_paths[1:]:
+            write_json_atomic(path, record)
+
+        seconds = time.perf_counter() - self._epoch_start
+        summary = {
+            'child_loss': metrics.get('child_loss', float('nan')), 'child_acc': metrics.get('child_acc', float('nan')),
+            'mean_reward': stats.get('reward', float('nan')), 'baseline': stats.get('baseline', float('nan')),
+            'entropy': stats.get('entropy', float('nan')), 'ctrl_loss': stats.get('loss', float('nan')),
+            'skip_rate': stats.get('skip_rate', 0.0), 'best_reward': best_reward, 'lr': self._lr,
+            'seconds': seconds, 'child_seconds': stats.get('child_seconds', float('nan')),
+            'ctrl_seconds': stats.get('seconds', float('nan')), 'export_seconds': export_seconds,
+            'images_per_s': stats.get('images_per_s', float('nan')),
+        }
+        self.last = {'epoch': epoch, **summary}
+        self._log_tensorboard(trainer, module, epoch, summary)
+        nni_report.report_epoch(summary, 'mean_reward')
+
+        self.has_skips = self.has_skips or any(module.controller.is_skip(d.label) for d in module.controller.decisions)
+        skip = f'  skip {summary["skip_rate"]:.2f}' if self.has_skips else ''
+        line = (f'epoch {epoch}/{trainer.max_epochs}  child loss {summary["child_loss"]:.3f} '
+                f'acc {summary["child_acc"]:.3f}  reward {summary["mean_reward"]:.3f} '
+                f'baseline {summary["baseline"]:.3f}  entropy {summary["entropy"]:.2f}{skip}  '
+                f'best {best_reward:.3f}  {seconds:.1f}s (child {summary["child_seconds"]:.1f}s '
+                f'{summary["images_per_s"]:.0f} img/s, controller {summary["ctrl_seconds"]:.1f}s, '
+                f'export {export_seconds:.1f}s)')
+        cli.print_line(trainer, line)
+
+    @staticmethod
+    def _log_tensorboard(trainer, module, epoch: int, summary: dict[str, float]) -> None:
+        if trainer.logger is None:
+            return
+        scalars = {f'search/{k}': v for k, v in summary.items() if math.isfinite(v)}
+        controller = module.controller
+        values = {d.label: d.values for d in controller.decisions}
+        for label, probs in controller.choice_probabilities().items():
+            for value, p in zip(values[label], probs):
+                scalars[f'controller/{label}/{value}'] = p
+        trainer.logger.log_metrics(scalars, step=epoch)
+        experiment = getattr(trainer.logger, 'experiment', None)
+        if hasattr(experiment, 'flush'):
+            experiment.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+def build_space(args: argparse.Namespace, num_classes: int):
+    common = dict(num_layers=args.layers, channels=args.channels, num_classes=num_classes, dropout=args.dropout)
+    if args.search_for == 'micro':
+        return MicroSpace(num_nodes=args.nodes, **common)
+    return MacroSpace(**common)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    cli.quiet_library_noise()
+    args, _ = parse(argv)
+    device = cli.resolve_device(args.device)
+    trial_dir = nni_report.trial_output_dir()     # None outside an NNI trial
+
+    checkpoint = None
+    if args.resume:
+        run_dir = Path(args.resume)
+        checkpoint = cli.last_checkpoint(run_dir)
+        done = cli.checkpoint_epoch(checkpoint)
+        if done >= args.epochs:
+            cli.fail(f'{run_dir} already completed {done} of {args.epochs} epochs; pass --epochs N '
+                     f'(N > {done}) to search longer')
+    elif args.output:
+        run_dir = Path(args.output)
+        if (run_dir / cli.SETTINGS_FILE).exists():
+            cli.fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
+    if args.export is None:
+        args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
+
+    # Data before the run folder: bad data stops here with nothing written.
+    cli.seed_everything(args.seed)
+    train, valid = load_data(args.dataset, args.data_dir, split='search', synthetic_size=args.synthetic_size,
+                             valid_size=args.valid_size, seed=args.seed)
+    train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
+    reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
+
+    if args.resume:
+        cli.save_settings(run_dir, args, argv, resumed_after=done)
+        cli.say(f'resuming {run_dir} after epoch {done} of {args.epochs}')
+    else:
+        if args.output:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = cli.new_run_dir(f'search-{args.search_for}', trial_dir or 'runs')
+        args.output = str(run_dir)
+        cli.save_settings(run_dir, args, argv)
+    export_paths = [run_dir / EXPORT_NAME]
+    if Path(args.export).resolve() != export_paths[0].resolve():
+        export_paths.append(Path(args.export))
+
+    space = build_space(args, train.num_classes)
+    settings = _settings_for(args)
+    monitor = SearchMonitor(space, args, run_dir, export_paths)
+    stop = cli.StopWatcher()
+    bar = cli.want_progress_bar(args.progress_bar)
+    callbacks = [cli.EpochProgressBar(after_last_step='(last step + controller phase)')] if bar else []
+    callbacks += [monitor, cli.RngStateCallback(), stop, cli.checkpoint_callback(run_dir)]
+    lr_max, lr_min, wd = args.lr_max, args.lr_min, args.weight_decay
+    trainer = EnasTrainer(
+        space, nn.CrossEntropyLoss(), None, accuracy,
+        lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
+        args.epochs, None, batch_size=args.batch_size, workers=0, device=device.type,
+        grad_clip=args.grad_clip, entropy_weight=args.entropy_weight, skip_weight=args.skip_weight,
+        baseline_decay=args.baseline_decay, ctrl_lr=args.ctrl_lr, ctrl_steps_aggregate=args.ctrl_steps_aggregate,
+        ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(settings),
+        dataloaders=(train_loader, reward_loader), num_candidates=args.num_candidates,
+        candidate_batches=args.candidate_batches, reward_train_mode=args.reward_train_mode,
+        callbacks=callbacks, trainer_kwargs=cli.lightning_trainer_kwargs(run_dir, progress_bar=bar))
+
+    if not args.resume:
+        cli.say(f'searching the {args.search_for} space for {args.epochs} epochs on {args.dataset} '
+                f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
+    how = cli.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
+    if how == 'nonfinite':
+        cli.say(f'error: the child loss became NaN/inf in epoch {trainer.trainer.current_epoch + 1}/{args.epochs}; '
+                f'stopped ({_saved_state(run_dir, export_paths)}); try a lower --lr-max', file=sys.stderr)
+        return cli.EXIT_FAILED
+    if how:
+        cli.say(f'\n{how}: stopped in epoch {stop.epoch}/{args.epochs}; {_saved_state(run_dir, export_paths)}. '
+                f'Continue with: python3 search.py --resume {run_dir}', file=sys.stderr)
+        return stop.exit_status
+
+    last = monitor.last or {}
+    nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')),
+                             'export': str(Path(args.export).resolve())}, 'mean_reward')
+    cli.say(f'done: {args.epochs} epochs; the best architecture of the last epoch (reward '
+            f'{last.get("best_reward", float("nan")):.3f}) is in {args.export}'
+            + (f' and {export_paths[0]}' if len(export_paths) > 1 else '')
+            + '; retrain it from scratch with retrain.py')
+    return cli.EXIT_OK
+
+
+def _saved_state(run_dir: Path, export_paths: list[Path]) -> str:
+    """Where the last complete epoch's checkpoint and export are (read back from disk)."""
+    checkpoint = run_dir / 'checkpoints' / 'last.ckpt'
+    if not checkpoint.is_file():
+        return 'no epoch was completed, so nothing was saved'
+    try:
+        export_epoch = json.loads(export_paths[0].read_text())['provenance']['epoch']
+    except (OSError, ValueError, KeyError):
+        export_epoch = '?'
+    exports = ' and '.join(str(p) for p in export_paths)
+    return (f'the checkpoint after epoch {cli.checkpoint_epoch(checkpoint)} is {checkpoint}, '
+            f'the export of epoch {export_epoch} is {exports}')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the search; returns the exit status (0 done, 1 failed, 2 bad input, 130/143 stopped)."""
+    return cli.run_main(_main, argv, user_errors=(DataError,))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
