@@ -121,22 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli.add_data_options(p, cifar10_use='all 50k training images, evaluated on the 10k test images')
 
-    g = p.add_argument_group('run')
-    g.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda; on CUDA the data '
-                                                    'lives on the GPU and the network is channels-last '
-                                                    '(default: %(default)s)')
-    g.add_argument('--seed', type=cli.non_negative_int, default=0, help='random seed (default: %(default)s)')
-    g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
-                   help='show a progress bar during each epoch (default: only when the output is a terminal; '
-                        'the one-line epoch summaries are always printed)')
-    g.add_argument('--output', metavar='DIR', default=None,
-                   help='run folder for settings, checkpoints, TensorBoard logs and result.json (default: a new '
-                        'runs/retrain-<arc>-<time>; in an NNI trial, inside the trial\'s folder)')
-    g.add_argument('--resume', metavar='RUN_DIR', default=None,
-                   help='continue the run in RUN_DIR from its last checkpoint with its saved settings, exactly '
-                        'as if it had not stopped; only --epochs (to extend: the micro drop-path schedule then '
-                        'stretches to the new length), --device, --devices, --compile and --progress-bar may '
-                        'be changed')
+    cli.add_run_options(
+        p, device_note='; on CUDA the data lives on the GPU and the network is channels-last',
+        output_holds='result.json', run_name='retrain-<arc>',
+        resume_note=', exactly as if it had not stopped; only --epochs (to extend: the micro drop-path schedule '
+                    'then stretches to the new length), --device, --devices, --compile and --progress-bar may '
+                    'be changed')
     return p
 
 

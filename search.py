@@ -126,21 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='images split off the end of the training set for the controller\'s rewards '
                         '(10%% if the set is not larger) (default: %(default)s)')
 
-    g = p.add_argument_group('run')
-    g.add_argument('--device', default='auto', help='auto (CUDA if available), cpu or cuda (default: %(default)s)')
-    g.add_argument('--seed', type=cli.non_negative_int, default=0, help='random seed (default: %(default)s)')
+    g = cli.add_run_options(
+        p, device_note='', output_holds='the export', run_name='search-<space>',
+        resume_note='; only --epochs (to extend), --device and --export may be changed')
     g.add_argument('--workers', type=cli.non_negative_int, default=0,
                    help='accepted for NNI 2.x command lines and ignored: batches are built in memory on the '
                         'device, no worker processes are needed (default: %(default)s)')
-    g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
-                   help='show a progress bar during each epoch (default: only when the output is a terminal; '
-                        'the one-line epoch summaries are always printed)')
-    g.add_argument('--output', metavar='DIR', default=None,
-                   help='run folder for settings, checkpoints, TensorBoard logs and the export (default: a '
-                        'new runs/search-<space>-<time>; in an NNI trial, inside the trial\'s folder)')
-    g.add_argument('--resume', metavar='RUN_DIR', default=None,
-                   help='continue the run in RUN_DIR from its last checkpoint with its saved settings; '
-                        'only --epochs (to extend), --device and --export may be changed')
     return p
 
 

@@ -50,6 +50,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from .architecture import write_json_atomic
+
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
     'CliError', 'ArgumentParser', 'run_main', 'fail',
@@ -331,19 +333,6 @@ def new_run_dir(prefix: str, root: str | os.PathLike = 'runs') -> Path:
     fail(f'cannot create a new run folder under {root}')
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_settings(run_dir: str | os.PathLike, args: argparse.Namespace | dict,
                   argv: Sequence[str] | None = None, *, resumed_after: int | None = None) -> Path:
     """Write ``run_dir/args.json`` (atomically): ``{"settings": vars(args), "argv": [...]}``.
@@ -363,7 +352,7 @@ def save_settings(run_dir: str | os.PathLike, args: argparse.Namespace | dict,
             old = {}
         content['argv'] = old.get('argv', argv)
         content['resumed'] = [*old.get('resumed', []), {'argv': argv, 'after_epoch': resumed_after}]
-    _write_json_atomic(path, content)
+    write_json_atomic(path, content)
     return path
 
 
@@ -606,6 +595,25 @@ def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str):
                         '(default: %(default)s)')
     g.add_argument('--synthetic-size', type=int_at_least(2), default=1024, metavar='N',
                    help='images of --dataset synthetic (default: %(default)s)')
+    return g
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output_holds: str, run_name: str,
+                    resume_note: str):
+    """The ``run`` option group both commands share: ``--device``, ``--seed``, ``--progress-bar``,
+    ``--output``, ``--resume`` (returned, to add script-specific run options)."""
+    g = parser.add_argument_group('run')
+    g.add_argument('--device', default='auto', help=f'auto (CUDA if available), cpu or cuda{device_note} '
+                                                    '(default: %(default)s)')
+    g.add_argument('--seed', type=non_negative_int, default=0, help='random seed (default: %(default)s)')
+    g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
+                   help='show a progress bar during each epoch (default: only when the output is a terminal; '
+                        'the one-line epoch summaries are always printed)')
+    g.add_argument('--output', metavar='DIR', default=None,
+                   help=f'run folder for settings, checkpoints, TensorBoard logs and {output_holds} (default: a '
+                        f'new runs/{run_name}-<time>; in an NNI trial, inside the trial\'s folder)')
+    g.add_argument('--resume', metavar='RUN_DIR', default=None,
+                   help=f'continue the run in RUN_DIR from its last checkpoint with its saved settings{resume_note}')
     return g
 
 

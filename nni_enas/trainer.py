@@ -7,11 +7,11 @@ the alternation, and a Lightning ``Trainer`` runs the epochs (progress bar, logg
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from .enas import Enas, EnasModule
 from .recipe import ChildTraining
