@@ -94,17 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         'drop_path_prob', 'micro: drop-path probability of the last cell at the end of training '
                           '(scaled by depth and training progress)'))
 
-    g = p.add_argument_group('training recipe')
-    g.add_argument('--epochs', type=cli.positive_int, help=paper('epochs', 'training epochs'))
-    g.add_argument('--batch-size', type=cli.positive_int, help=paper(
-        'batch_size', 'training minibatch size per device'))
-    g.add_argument('--lr-max', type=cli.positive_float, help=paper(
-        'lr_max', 'SGD learning rate at each (warm) restart of the cosine schedule'))
-    g.add_argument('--lr-min', type=cli.non_negative_float, help=paper('lr_min', 'cosine schedule minimum'))
-    g.add_argument('--weight-decay', type=cli.non_negative_float, help=paper(
-        'weight_decay', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'))
-    g.add_argument('--grad-clip', type=cli.non_negative_float, help=paper(
-        'grad_clip', 'global gradient-norm clip, 0 = off'))
+    g = cli.add_sgd_options(p, paper, title='training recipe', epochs_help='training epochs',
+                            batch_help='training minibatch size per device',
+                            weight_decay_help='SGD weight decay (the TF code\'s L2 2e-4 on the loss)')
     g.add_argument('--cutout', type=cli.non_negative_int, help=paper(
         'cutout', 'side of the cutout square in pixels, 0 = off; 16 for the paper\'s "+ CutOut" row'))
 

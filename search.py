@@ -77,16 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--nodes', type=cli.positive_int, help=paper('nodes', 'micro only: computational nodes per cell'))
     g.add_argument('--dropout', type=cli.fraction, help=paper('dropout', 'dropout before the classifier'))
 
-    g = p.add_argument_group('shared weights (child models)')
-    g.add_argument('--epochs', type=cli.positive_int, help=paper('epochs', 'search epochs'))
-    g.add_argument('--batch-size', type=cli.positive_int, help=paper(
-        'batch_size', 'minibatch size of the child steps and the reward batches'))
-    g.add_argument('--lr-max', type=cli.positive_float, help=paper(
-        'lr_max', 'SGD learning rate at each (warm) restart of the cosine schedule'))
-    g.add_argument('--lr-min', type=cli.non_negative_float, help=paper('lr_min', 'cosine schedule minimum'))
-    g.add_argument('--weight-decay', type=cli.non_negative_float, help=paper('weight_decay', 'SGD weight decay'))
-    g.add_argument('--grad-clip', type=cli.non_negative_float, help=paper(
-        'grad_clip', 'global gradient-norm clip, 0 = off'))
+    cli.add_sgd_options(p, paper, title='shared weights (child models)', epochs_help='search epochs',
+                        batch_help='minibatch size of the child steps and the reward batches')
 
     g = p.add_argument_group('controller')
     g.add_argument('--ctrl-lr', type=cli.positive_float, help=paper('ctrl_lr', 'Adam learning rate'))

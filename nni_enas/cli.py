@@ -598,6 +598,22 @@ def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str):
     return g
 
 
+def add_sgd_options(parser: argparse.ArgumentParser, paper: Callable[[str, str], str], *, title: str,
+                    epochs_help: str, batch_help: str, weight_decay_help: str = 'SGD weight decay'):
+    """The child-training recipe flags both commands share (``--epochs``, ``--batch-size``, the
+    cosine-restart SGD's ``--lr-max``/``--lr-min``/``--weight-decay``, ``--grad-clip``); ``paper``
+    formats a help text with the paper's default. Returns the group for script-specific flags."""
+    g = parser.add_argument_group(title)
+    g.add_argument('--epochs', type=positive_int, help=paper('epochs', epochs_help))
+    g.add_argument('--batch-size', type=positive_int, help=paper('batch_size', batch_help))
+    g.add_argument('--lr-max', type=positive_float, help=paper(
+        'lr_max', 'SGD learning rate at each (warm) restart of the cosine schedule'))
+    g.add_argument('--lr-min', type=non_negative_float, help=paper('lr_min', 'cosine schedule minimum'))
+    g.add_argument('--weight-decay', type=non_negative_float, help=paper('weight_decay', weight_decay_help))
+    g.add_argument('--grad-clip', type=non_negative_float, help=paper('grad_clip', 'global gradient-norm clip, 0 = off'))
+    return g
+
+
 def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output_holds: str, run_name: str,
                     resume_note: str):
     """The ``run`` option group both commands share: ``--device``, ``--seed``, ``--progress-bar``,
