@@ -281,20 +281,8 @@ def _run_dir(args: argparse.Namespace, launched: Path | None, trial_dir: str | N
     Nothing is created yet (see :func:`_start_run_dir`)."""
     if launched is not None:                    # a process Lightning started: the first one's folder
         return launched, cli.last_checkpoint(launched) if args.resume else None
-    if args.resume:
-        run_dir = Path(args.resume)
-        checkpoint = cli.last_checkpoint(run_dir)
-        done = cli.checkpoint_epoch(checkpoint)
-        if done >= args.epochs:
-            cli.fail(f'{run_dir} already completed {done} of {args.epochs} epochs; pass --epochs N '
-                     f'(N > {done}) to train longer')
-        return run_dir, checkpoint
-    if args.output:
-        run_dir = Path(args.output)
-        if (run_dir / cli.SETTINGS_FILE).exists():
-            cli.fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
-        return run_dir, None
-    return Path(trial_dir or 'runs') / f'retrain-{_arc_name(args.arc)}-<time>', None
+    run_dir, checkpoint, _ = cli.check_run_dir(args, 'train')
+    return run_dir or Path(trial_dir or 'runs') / f'retrain-{_arc_name(args.arc)}-<time>', checkpoint
 
 
 def _start_run_dir(args: argparse.Namespace, argv, run_dir: Path, checkpoint: Path | None,

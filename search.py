@@ -251,18 +251,7 @@ def _main(argv: Sequence[str] | None) -> int:
     device = cli.resolve_device(args.device)
     trial_dir = nni_report.trial_output_dir()     # None outside an NNI trial
 
-    checkpoint = None
-    if args.resume:
-        run_dir = Path(args.resume)
-        checkpoint = cli.last_checkpoint(run_dir)
-        done = cli.checkpoint_epoch(checkpoint)
-        if done >= args.epochs:
-            cli.fail(f'{run_dir} already completed {done} of {args.epochs} epochs; pass --epochs N '
-                     f'(N > {done}) to search longer')
-    elif args.output:
-        run_dir = Path(args.output)
-        if (run_dir / cli.SETTINGS_FILE).exists():
-            cli.fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
+    run_dir, checkpoint, done = cli.check_run_dir(args, 'search')
     if args.export is None:
         args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
 

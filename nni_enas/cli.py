@@ -614,6 +614,28 @@ def add_sgd_options(parser: argparse.ArgumentParser, paper: Callable[[str, str],
     return g
 
 
+def check_run_dir(args: argparse.Namespace, verb: str) -> tuple[Path | None, Path | None, int]:
+    """``(run folder, checkpoint to resume from, epochs it completed)`` from ``--resume``/``--output``.
+
+    Fails (exit 2) on a finished run without more ``--epochs`` or an ``--output`` that already
+    holds a run. The folder is ``None`` when a new one is to be created; nothing is created here.
+    """
+    if args.resume:
+        run_dir = Path(args.resume)
+        checkpoint = last_checkpoint(run_dir)
+        done = checkpoint_epoch(checkpoint)
+        if done >= args.epochs:
+            fail(f'{run_dir} already completed {done} of {args.epochs} epochs; pass --epochs N '
+                 f'(N > {done}) to {verb} longer')
+        return run_dir, checkpoint, done
+    if args.output:
+        run_dir = Path(args.output)
+        if (run_dir / SETTINGS_FILE).exists():
+            fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
+        return run_dir, None, 0
+    return None, None, 0
+
+
 def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output_holds: str, run_name: str,
                     resume_note: str):
     """The ``run`` option group both commands share: ``--device``, ``--seed``, ``--progress-bar``,
