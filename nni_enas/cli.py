@@ -539,10 +539,18 @@ class StopWatcher(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from pytorch_lightning.utilities.exceptions import SIGTERMException
-        if isinstance(exception, (TerminateRequest, SIGTERMException)):
-            self.stopped_by = 'SIGTERM'
-        elif isinstance(exception, KeyboardInterrupt):
-            self.stopped_by = 'SIGINT'
+        # A signal's exception raised inside a ``with lock:`` (e.g. TensorBoard's flush) can come out
+        # as the lock's "release unlocked lock" RuntimeError: look for it along the context chain.
+        seen = set()
+        while exception is not None and id(exception) not in seen:
+            if isinstance(exception, (TerminateRequest, SIGTERMException)):
+                self.stopped_by = 'SIGTERM'
+                break
+            if isinstance(exception, KeyboardInterrupt):
+                self.stopped_by = 'SIGINT'
+                break
+            seen.add(id(exception))
+            exception = exception.__context__
         self.epoch = trainer.current_epoch + 1
 
     @property

@@ -361,3 +361,29 @@ def test_cuda_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
     rc, _, err = call_main([*TINY[:4], '--search-for', 'macro', '--device', 'cuda'], capsys)
     assert rc == 2 and err.startswith('error: --device cuda: CUDA is not available') and err.count('\n') == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stop_watcher_finds_a_signal_behind_a_lock_error():
+    """A SIGTERM raised inside ``with lock:`` surfaces as the lock's RuntimeError; it is still a stop."""
+    from nni_enas import cli
+
+    class Trainer:
+        current_epoch = 2
+
+    def raised_inside_lock(interrupt):
+        try:
+            try:
+                raise interrupt
+            except BaseException:
+                raise RuntimeError('release unlocked lock')
+        except RuntimeError as error:
+            return error
+
+    for interrupt, name, status in [(cli.TerminateRequest('signal 15'), 'SIGTERM', 143),
+                                    (KeyboardInterrupt(), 'SIGINT', 130)]:
+        watcher = cli.StopWatcher()
+        watcher.on_exception(Trainer, None, raised_inside_lock(interrupt))
+        assert (watcher.stopped_by, watcher.exit_status, watcher.epoch) == (name, status, 3)
+    watcher = cli.StopWatcher()
+    watcher.on_exception(Trainer, None, ValueError('a real error'))
+    assert watcher.stopped_by is None
