@@ -329,7 +329,7 @@ class ReinforceController(nn.Module):
         for r in range(n):
             sample = {label: columns[label][r] for label in needed if label in columns}
             mask.append(any(all(_holds(c, sample) for c in occ) for occ in d.rules))
-        return torch.tensor(mask)
+        return torch.tensor(mask, device=self.g_emb.device)
 
     def _walk(self, n: int, policy, probabilities: bool = False):
         """One batched walk. ``policy``: ``'sample'``, ``'greedy'`` or a list of n architectures."""
@@ -407,8 +407,10 @@ class ReinforceController(nn.Module):
 
             if d.kind == 'skip':
                 p_on = torch.sigmoid(2 * logits)   # softmax over [-l, l]: the TF two-class form
-                # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14
-                log_on, log_off = -F.softplus(-2 * logits), -F.softplus(2 * logits)
+                # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14;
+                # log sigmoid(-x) = log sigmoid(x) - x
+                log_on = -F.softplus(-2 * logits)
+                log_off = log_on - 2 * logits
                 if given is not None:
                     bits = self._given(d, given).to(device)
                 elif policy == 'sample':
