@@ -1,9 +1,10 @@
-"""The ENAS controller: log-probabilities, entropies and skip penalties replayed by hand, and learning.
+"""The ENAS controller: log-probabilities, entropies and skip penalties replayed by hand, batched
+sampling, attention by declaration, inactive decisions, and learning.
 
 The hand replays follow the walk documented in nni_enas/controller.py and ENAS_SPEC C.1-C.2,
 written out step by step with torch ops on the controller's own parameters.
 
-Runtime: about 16 s on the (busy) 2-core dev machine (plus the one-off nni import); the REINFORCE
+Runtime: about 25 s on the (busy) 2-core dev machine (plus the one-off nni import); the REINFORCE
 test dominates.
 """
 
