@@ -1,34 +1,57 @@
-"""The ENAS controller: an LSTM that samples an architecture decision by decision (spec C).
+"""The ENAS controller: an LSTM that samples architectures decision by decision (spec C).
 
 It is built from any NNI model space's ``simplify()``: each ``Categorical`` is an op decision,
 each ``CategoricalMultiple`` with ``n_chosen=1`` an input decision (softmax) and with
 ``n_chosen=None`` a skip decision (one sigmoid per candidate). Decisions are taken in
-``simplify()`` order, which for our spaces is the network's order.
+``simplify()`` order, which for our spaces is the network's order. :meth:`ReinforceController.sample_batch`
+walks n architectures at once (one LSTM walk with a batch dimension); :meth:`~ReinforceController.sample`
+is that walk with n = 1.
 
-Attention over anchors (spec C.1) needs to know which earlier unit each input candidate is. The
-controller reads it from the labels ``[group/]unit/name``: a unit (``layer_3``, ``normal/node_4``)
-leaves an anchor when it ends; an input decision with n candidates in a group whose units so far
-left k anchors attends over the group's ``n - k`` leading inputs followed by those k anchors. If a
-group's input decisions do not fit that pattern (any other space), they get a plain linear head.
-
+Units and groups come from the labels ``[group/]unit/name``: the decisions of one unit
+(``layer_3``, ``normal/node_4``) are consecutive, and a group (``''``, ``normal``) is a run of units.
 One LSTM step per decision; a unit that does not end with an input decision takes one more
-"exit" step on its last embedding, whose hidden state is the unit's anchor (TF: macro layer 0's
-skip step, micro's node exit step). A group with g leading inputs starts with g steps on
-``g_emb`` whose hidden states key the inputs (their value anchors are zero, as in TF).
+"exit" step on its last embedding (TF: macro layer 0's skip step, micro's node exit step); each
+group starts again from the input ``g_emb``.
+
+Anchor attention (spec C.1) is opt-in: it is used only for the groups a space *declares* in its
+``anchor_groups`` attribute (a dict ``group -> g``, or a method returning one), as
+:class:`~nni_enas.space.EnasSpace` does for our macro (``{'': 0}``) and micro
+(``{'normal': 2, 'reduce': 2}``) spaces. In a declared group, every unit leaves an anchor (the
+hidden state of its last step) when it ends, and an input or skip decision with n candidates,
+taken when the group's units so far left k anchors, attends over the group's ``g = n - k``
+leading inputs followed by those k anchors; the group starts with g steps on ``g_emb`` whose
+hidden states key the leading inputs (their value anchors are zero, as in TF). A declaration the
+labels do not fit raises ``ValueError``. Every other input or skip decision (any undeclared
+space, e.g. NNI's own) gets a plain linear head and embedding, shared by decisions of the same
+kind and size: the controller never guesses which earlier decision an input candidate is.
+The declaration is read from the space's class, so it survives NNI's one-shot mutation
+(``Enas().mutate_model(space)`` keeps the top-level ``ModelSpace``).
+
+Inactive decisions: where NNI's modules say that a decision only matters in some architectures,
+a decision inactive in a sampled architecture is still sampled (the architecture dict stays
+complete for ``freeze``) but leaves no trace: its LSTM step is skipped for that architecture
+(state and next input stay as they were), and it adds nothing to the log-probability, the
+entropy or the skip penalty (the mean KL over the *active* skip decisions). The rules read from
+the space's module tree (a supernet works too): the choices inside block i of a
+``Repeat`` whose depth is a choice are active when the depth is > i, and the choices inside
+candidate c of a ``LayerChoice`` when c is chosen (the branch taken). A label used in several
+places is active when any of its uses is. A rule is only applied when the deciding choice comes
+earlier in the walk (NNI's ``simplify()`` lists it first); otherwise the decision counts as active.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from nni.mutable import Categorical, CategoricalMultiple
+from nni.mutable import Categorical, CategoricalMultiple, Mutable
+from nni.nas.nn.pytorch import LayerChoice, MutableModule, Repeat
 
-__all__ = ['ReinforceController', 'Decision', 'decisions_of']
+__all__ = ['ReinforceController', 'Decision', 'decisions_of', 'activity_rules']
 
 
 @dataclass
@@ -38,14 +61,21 @@ class Decision:
     values: list         # candidate values, as NNI freezes them
     unit: str
     group: str
+    # When the decision is active: any of these occurrences, each a tuple of (mutable, test, value)
+    # conditions that must all hold; empty: always active (see the module docstring).
+    rules: list = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return len(self.values)
 
+    def index(self, value) -> int:
+        return self.values.index(value)
+
 
 def decisions_of(space) -> list[Decision]:
-    """The decisions of an NNI model space, in ``simplify()`` order."""
+    """The decisions of an NNI model space, in ``simplify()`` order, with their activity rules."""
+    rules = activity_rules(space)
     result = []
     for label, mutable in space.simplify().items():
         if isinstance(mutable, Categorical):
@@ -58,7 +88,57 @@ def decisions_of(space) -> list[Decision]:
         unit = label.rsplit('/', 1)[0] if '/' in label else label
         group = unit.rsplit('/', 1)[0] if '/' in unit else ''
         result.append(Decision(label, kind, list(mutable.values), unit, group))
+    # Keep only the rules whose deciding labels come earlier in the walk (the module docstring).
+    seen: set[str] = set()
+    for d in result:
+        occurrences = rules.get(d.label, [()])
+        if all(occurrences) and all(set(m.simplify()) <= seen for occ in occurrences for m, _, _ in occ):
+            d.rules = occurrences
+        seen.add(d.label)
     return result
+
+
+def activity_rules(space) -> dict[str, list[tuple]]:
+    """Per label, its occurrences in the space's module tree, each the tuple of conditions under which it is used.
+
+    A condition is ``(mutable, 'depth', k)`` (a ``Repeat`` depth >= k) or ``(mutable, 'is', name)``
+    (a ``LayerChoice`` picks candidate ``name``). A label with an empty tuple among its
+    occurrences is always active.
+    """
+    found: dict[str, list[tuple]] = {}
+    if not isinstance(space, nn.Module):
+        return found
+
+    def visit(module: nn.Module, conditions: tuple) -> None:
+        if isinstance(module, MutableModule):
+            for mutable in module.mutables:
+                for label in mutable.simplify():
+                    found.setdefault(label, []).append(conditions)
+        if isinstance(module, Repeat) and isinstance(module.depth_choice, Mutable):
+            for i, block in enumerate(module.blocks):
+                visit(block, conditions if i < module.min_depth else conditions + ((module.depth_choice, 'depth', i + 1),))
+        elif isinstance(module, LayerChoice):
+            for name in module.names:
+                visit(module[name], conditions + ((module.choice, 'is', name),))
+        else:
+            for child in module.children():
+                visit(child, conditions)
+
+    visit(space, ())
+    return found
+
+
+def _holds(condition: tuple, sample: dict[str, Any]) -> bool:
+    mutable, test, value = condition
+    picked = mutable.freeze(sample)
+    return picked >= value if test == 'depth' else picked == value
+
+
+def _declared_groups(space) -> dict[str, int]:
+    declared = getattr(space, 'anchor_groups', None)
+    if callable(declared):
+        declared = declared()
+    return dict(declared or {})
 
 
 def _group_inputs(decisions: list[Decision]) -> dict[str, int | None]:
@@ -83,7 +163,8 @@ class ReinforceController(nn.Module):
     Parameters
     ----------
     space
-        Any NNI model space (or supernet); only its ``simplify()`` is read.
+        Any NNI model space (or supernet); its ``simplify()``, its module tree (for inactive
+        decisions) and its ``anchor_groups`` declaration (for attention) are read.
     lstm_size
         Hidden units of the one-layer LSTM (64 in the TF code).
     tanh_constant
@@ -104,9 +185,11 @@ class ReinforceController(nn.Module):
 
     Examples
     --------
-    >>> controller = ReinforceController(MacroSpace(num_layers=4, channels=8))
+    >>> space = MacroSpace(num_layers=4, channels=8)
+    >>> controller = ReinforceController(space)
     >>> arch, log_prob, entropy, skip_penalty = controller.sample()
-    >>> space.freeze(arch)   # a fixed network
+    >>> net = space.freeze(arch)   # a fixed network
+    >>> archs, log_probs, entropies, skip_penalties = controller.sample_batch(20)   # tensors of shape [20]
     """
 
     def __init__(self, space, lstm_size: int = 64, tanh_constant: float | None = 1.5, op_tanh_reduce: float = 1.0,
@@ -117,7 +200,13 @@ class ReinforceController(nn.Module):
         if not self.decisions:
             raise ValueError('the model space has no choices to search')
         self._by_label = {d.label: d for d in self.decisions}
-        self.group_inputs = _group_inputs(self.decisions)
+        inferred = _group_inputs(self.decisions)
+        declared = _declared_groups(space)
+        for group, g in declared.items():
+            if group in inferred and inferred[group] != g:
+                raise ValueError(f'{type(space).__name__} declares anchor group {group!r} with {g} leading inputs, '
+                                 'but its input choices do not fit that pattern')
+        self.group_inputs: dict[str, int | None] = {group: declared.get(group) for group in inferred}
         self.tanh_constant = tanh_constant
         self.op_tanh_reduce = op_tanh_reduce
         self.temperature = temperature
@@ -133,7 +222,7 @@ class ReinforceController(nn.Module):
                 key = self._op_keys[tuple(d.values)] = f'op{len(self._op_keys)}'
                 self.op_soft[key] = nn.Linear(lstm_size, d.n, bias=False)
                 self.op_emb[key] = nn.Embedding(d.n, lstm_size)
-            elif d.kind != 'op' and self.group_inputs[d.group] is None and self._head(d) not in self.input_soft:
+            elif d.kind != 'op' and not self._anchored(d) and self._head(d) not in self.input_soft:
                 # without attention, input decisions of one kind and size share a head
                 self.input_soft[self._head(d)] = nn.Linear(lstm_size, d.n, bias=False)
                 self.input_emb[self._head(d)] = nn.Embedding(d.n, lstm_size)
@@ -148,10 +237,15 @@ class ReinforceController(nn.Module):
                 if len(values) == len(op_bias):
                     self.op_bias[key] = nn.Parameter(torch.tensor(op_bias, dtype=torch.float))
         self.group_logit_offset = {g: torch.tensor(v, dtype=torch.float) for g, v in (group_logit_offset or {}).items()}
+        # labels whose sampled values decide whether later decisions are active
+        self._deciding = {label for d in self.decisions for occ in d.rules for m, _, _ in occ for label in m.simplify()}
 
     @staticmethod
     def _head(d: Decision) -> str:
         return f'{d.kind}{d.n}'
+
+    def _anchored(self, d: Decision) -> bool:
+        return d.kind != 'op' and self.group_inputs.get(d.group) is not None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -166,24 +260,43 @@ class ReinforceController(nn.Module):
         """Sample an architecture: ``(arch, log_prob, entropy, skip_penalty)``.
 
         ``arch`` maps label -> value in NNI's format (what ``space.freeze`` takes); the three
-        tensors carry gradients to the controller: the summed log probability of the decisions,
-        the summed entropy of their distributions, and the mean KL skip penalty (0 without skips).
+        0-dim tensors carry gradients to the controller: the summed log probability of the
+        (active) decisions, the summed entropy of their distributions, and the mean KL skip
+        penalty (0 without skips). The same as ``sample_batch(1)``.
         """
-        arch, log_prob, entropy, penalty, _ = self._walk('sample')
-        return arch, log_prob, entropy, penalty
+        archs, log_prob, entropy, penalty = self.sample_batch(1)
+        return archs[0], log_prob[0], entropy[0], penalty[0]
+
+    def sample_batch(self, n: int) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n architectures in one batched LSTM walk: ``(archs, log_prob[n], entropy[n], skip_penalty[n])``.
+
+        Same distribution as n calls of :meth:`sample`; the tensors carry gradients to the
+        controller (one backward of any function of them trains it).
+        """
+        if n < 1:
+            raise ValueError(f'sample_batch needs n >= 1, got {n}')
+        archs, log_prob, entropy, penalty, _ = self._walk(n, 'sample')
+        return archs, log_prob, entropy, penalty
 
     def greedy(self) -> dict[str, Any]:
         """The most likely architecture (argmax decisions, skips with probability > 0.5)."""
-        return self._walk('greedy')[0]
+        return self._walk(1, 'greedy')[0][0]
 
     def evaluate(self, arch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log_prob, entropy, skip_penalty)`` of a given architecture."""
-        return self._walk(arch)[1:4]
+        """``(log_prob, entropy, skip_penalty)`` of a given architecture (0-dim tensors)."""
+        log_prob, entropy, penalty = self.evaluate_batch([arch])
+        return log_prob[0], entropy[0], penalty[0]
+
+    def evaluate_batch(self, archs: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log_prob[n], entropy[n], skip_penalty[n])`` of n given architectures, in one batched walk."""
+        if not archs:
+            raise ValueError('evaluate_batch needs at least one architecture')
+        return self._walk(len(archs), list(archs))[1:4]
 
     @torch.no_grad()
     def choice_probabilities(self) -> dict[str, list[float]]:
         """Per label, the probability of each candidate along the greedy path (per candidate for skips)."""
-        return self._walk('greedy')[4]
+        return self._walk(1, 'greedy', probabilities=True)[4]
 
     # -- the walk -------------------------------------------------------------------------------
 
@@ -195,104 +308,165 @@ class ReinforceController(nn.Module):
             logits = c * torch.tanh(logits)
         return logits
 
-    def _walk(self, policy):
+    def _given(self, d: Decision, archs: list[dict[str, Any]]) -> torch.Tensor:
+        """The given architectures' picks for ``d``: indices [n], or skip bits [n, d.n] (float)."""
+        try:
+            if d.kind == 'skip':
+                return torch.tensor([[v in arch[d.label] for v in d.values] for arch in archs], dtype=torch.float)
+            if d.kind == 'input':
+                return torch.tensor([d.index(arch[d.label][0]) for arch in archs])
+            return torch.tensor([d.index(arch[d.label]) for arch in archs])
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise ValueError(f'the architecture has no valid value for {d.label!r}') from exc
+
+    def _active(self, d: Decision, columns: dict[str, list]) -> torch.Tensor | None:
+        """Per row, whether ``d`` is active ([n] bool), or None when it always is."""
+        if not d.rules:
+            return None
+        n = len(next(iter(columns.values())))
+        needed = self._deciding
+        mask = []
+        for r in range(n):
+            sample = {label: columns[label][r] for label in needed if label in columns}
+            mask.append(any(all(_holds(c, sample) for c in occ) for occ in d.rules))
+        return torch.tensor(mask, device=self.g_emb.device)
+
+    def _walk(self, n: int, policy, probabilities: bool = False):
+        """One batched walk. ``policy``: ``'sample'``, ``'greedy'`` or a list of n architectures."""
+        given = policy if isinstance(policy, list) else None
         device = self.g_emb.device
-        zero = torch.zeros((), device=device)
-        state = None
-        inp = self.g_emb
-        arch: dict[str, Any] = {}
+        size = self.g_emb.shape[1]
+        g = self.g_emb.expand(n, size)
+        rows = torch.arange(n, device=device)
+        h = c = torch.zeros(n, size, device=device)
+        inp = g
+        columns: dict[str, list] = {}      # label -> the n picked values
         probs: dict[str, list[float]] = {}
-        log_prob, entropy, kl_terms = zero, zero, []
-        anchors: list[torch.Tensor] = []
+        log_probs, entropies, kls, kl_counts = [], [], [], []
+        anchors: list[torch.Tensor] = []   # [n, size] each; the stacked forms are rebuilt when they grow
         keys: list[torch.Tensor] = []
+        stacked = None
         unit = group = None
         last_kind = None
+        unit_active = None
 
-        def step(x):
-            nonlocal state
-            state = self.lstm(x, state)
-            return state[0]
+        def step(x, active):
+            nonlocal h, c
+            h_new, c_new = self.lstm(x, (h, c))
+            if active is not None:         # inactive rows keep their state (module docstring)
+                h_new = torch.where(active[:, None], h_new, h)
+                c_new = torch.where(active[:, None], c_new, c)
+            h, c = h_new, c_new
+            return h
 
-        def close_unit(h):
+        def add_anchor(value, key):
+            nonlocal stacked
+            anchors.append(value)
+            keys.append(key)
+            stacked = None
+
+        def close_unit():
             nonlocal inp
             if last_kind == 'op':           # exit step on the last embedding
-                h = step(inp)
-                inp = self.g_emb
+                step(inp, unit_active)
+                inp = g
             if self.group_inputs.get(group) is not None:
-                anchors.append(h)
-                keys.append(self.attn_anchor(h))
+                add_anchor(h, self.attn_anchor(h))
 
-        h = None
         for d in self.decisions:
             if d.unit != unit:
                 if unit is not None:
-                    close_unit(h)
+                    close_unit()
                 if d.group != group:
                     group = d.group
-                    anchors, keys = [], []
-                    inp = self.g_emb
+                    anchors, keys, stacked = [], [], None
+                    inp = g
                     for _ in range(self.group_inputs.get(group) or 0):
-                        h = step(self.g_emb)
-                        anchors.append(torch.zeros_like(h))
-                        keys.append(self.attn_anchor(h))
+                        step(g, None)
+                        add_anchor(torch.zeros_like(h), self.attn_anchor(h))
                 unit = d.unit
-            h = step(inp)
-            anchored = d.kind != 'op' and self.group_inputs[d.group] is not None
-            if d.kind == 'op':
+            active = self._active(d, columns) if d.rules else None
+            step(inp, active)
+            anchored = self._anchored(d)
+            if anchored:
+                if stacked is None:
+                    stacked = torch.stack(anchors, 1), torch.stack(keys, 1)    # [n, k, size]
+                values, k = stacked[0][:, :d.n], stacked[1][:, :d.n]
+                scores = self.attn_v(torch.tanh(k + self.attn_query(h).unsqueeze(1))).squeeze(-1)
+                logits = self._squash(scores, op=False)
+            elif d.kind == 'op':
                 key = self._op_keys[tuple(d.values)]
-                logits = self.op_soft[key](h)[0]
+                logits = self.op_soft[key](h)
                 if key in self.op_bias:
                     logits = logits + self.op_bias[key]
                 logits = self._squash(logits, op=True)
                 if d.group in self.group_logit_offset:
                     logits = logits + self.group_logit_offset[d.group].to(device)
-            elif anchored:
-                scores = self.attn_v(torch.tanh(torch.cat(keys[:d.n]) + self.attn_query(h)))[:, 0]
-                logits = self._squash(scores, op=False)
             else:
-                logits = self._squash(self.input_soft[self._head(d)](h)[0], op=False)
+                logits = self._squash(self.input_soft[self._head(d)](h), op=False)
 
             if d.kind == 'skip':
                 p_on = torch.sigmoid(2 * logits)   # softmax over [-l, l]: the TF two-class form
-                # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14
-                log_on, log_off = -F.softplus(-2 * logits), -F.softplus(2 * logits)
-                if policy == 'sample':
-                    bits = torch.bernoulli(p_on.detach()).bool()
-                elif policy == 'greedy':
-                    bits = p_on.detach() > 0.5
+                # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14;
+                # log sigmoid(-x) = log sigmoid(x) - x
+                log_on = -F.softplus(-2 * logits)
+                log_off = log_on - 2 * logits
+                if given is not None:
+                    bits = self._given(d, given).to(device)
+                elif policy == 'sample':
+                    bits = torch.bernoulli(p_on.detach())
                 else:
-                    bits = torch.zeros(d.n, dtype=torch.bool, device=device)
-                    bits[[d.values.index(v) for v in policy[d.label]]] = True
-                log_prob = log_prob + torch.where(bits, log_on, log_off).sum()
-                entropy = entropy - (p_on * log_on + (1 - p_on) * log_off).sum()
+                    bits = (p_on.detach() > 0.5).float()
+                lp = torch.where(bits.bool(), log_on, log_off).sum(-1)
+                ent = -(p_on * log_on + (1 - p_on) * log_off).sum(-1)
                 rho = self.skip_target
-                kl_terms.append((p_on * (log_on - math.log(rho)) + (1 - p_on) * (log_off - math.log(1 - rho))).sum())
-                chosen = torch.nonzero(bits).flatten().tolist()
-                arch[d.label] = [d.values[j] for j in chosen]
-                probs[d.label] = p_on.detach().tolist()
-                picked = (torch.stack([anchors[j] for j in chosen]) if anchored
-                          else self.input_emb[self._head(d)](bits.nonzero().flatten())) if chosen else None
-                inp = (picked.sum(0).view(1, -1) / (1 + len(chosen))) if chosen else torch.zeros_like(h)
+                kl = (p_on * (log_on - math.log(rho)) + (1 - p_on) * (log_off - math.log(1 - rho))).sum(-1)
+                picked = bits.unsqueeze(-1) * values if anchored else bits @ self.input_emb[self._head(d)].weight
+                # the mean of the chosen anchors with a 1 in the denominator: zero when none is chosen
+                nxt = (picked.sum(1) if anchored else picked) / (1 + bits.sum(-1, keepdim=True))
+                column = [[v for v, b in zip(d.values, row) if b] for row in bits.tolist()]
+                kls.append(kl if active is None else kl * active)
+                kl_counts.append(None if active is None else active)
+                p = p_on
             else:
                 log_p = F.log_softmax(logits, dim=-1)
-                if policy == 'sample':
-                    index = int(torch.multinomial(log_p.detach().exp(), 1))
-                elif policy == 'greedy':
-                    index = int(log_p.argmax())
+                p = log_p.exp()
+                if given is not None:
+                    index = self._given(d, given).to(device)
+                elif policy == 'sample':
+                    index = torch.multinomial(p.detach(), 1).squeeze(1)
                 else:
-                    value = policy[d.label]
-                    index = d.values.index(value[0] if d.kind == 'input' else value)
-                log_prob = log_prob + log_p[index]
-                entropy = entropy - (log_p.exp() * log_p).sum()
-                arch[d.label] = [d.values[index]] if d.kind == 'input' else d.values[index]
-                probs[d.label] = log_p.detach().exp().tolist()
+                    index = log_p.detach().argmax(-1)
+                lp = log_p.gather(1, index.unsqueeze(1)).squeeze(1)
+                ent = -(p * log_p).sum(-1)
                 if d.kind == 'op':
-                    inp = self.op_emb[self._op_keys[tuple(d.values)]].weight[index].view(1, -1)
-                elif anchored:
-                    inp = anchors[index]
+                    nxt = self.op_emb[self._op_keys[tuple(d.values)]].weight[index]
+                    column = [d.values[i] for i in index.tolist()]
                 else:
-                    inp = self.input_emb[self._head(d)].weight[index].view(1, -1)
+                    nxt = values[rows, index] if anchored else self.input_emb[self._head(d)].weight[index]
+                    column = [[d.values[i]] for i in index.tolist()]
+            if active is not None:
+                lp, ent = lp * active, ent * active
+                nxt = torch.where(active[:, None], nxt, inp)
+            log_probs.append(lp)
+            entropies.append(ent)
+            columns[d.label] = column
+            if probabilities:
+                probs[d.label] = p.detach()[0].tolist()
+            inp = nxt
+            unit_active = active
             last_kind = 'op' if d.kind == 'op' else 'input'
-        close_unit(h)
-        penalty = torch.stack(kl_terms).mean() if kl_terms else zero
-        return arch, log_prob, entropy, penalty, probs
+        close_unit()
+
+        log_prob = torch.stack(log_probs).sum(0)
+        entropy = torch.stack(entropies).sum(0)
+        if not kls:
+            penalty = torch.zeros(n, device=device)
+        elif all(m is None for m in kl_counts):
+            penalty = torch.stack(kls).mean(0)
+        else:   # the mean over each architecture's active skip decisions
+            count = sum(torch.ones(n, device=device) if m is None else m.float() for m in kl_counts)
+            penalty = torch.stack(kls).sum(0) / count.clamp(min=1)
+        labels = list(columns)
+        archs = [dict(zip(labels, row)) for row in zip(*columns.values())]
+        return archs, log_prob, entropy, penalty, probs

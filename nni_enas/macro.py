@@ -85,6 +85,8 @@ class MacroSpace(EnasSpace):
     """
 
     name = 'macro'
+    # one group, no leading inputs: layer i's i skip candidates are keyed by the anchors of layers 0..i-1 (TF)
+    anchor_groups = {'': 0}
 
     def __init__(self, num_layers: int = 12, channels: int = 36, num_classes: int = 10,
                  dropout: float = 0.1, final: bool = False):

@@ -197,6 +197,8 @@ class MicroSpace(EnasSpace):
     """
 
     name = 'micro'
+    # per cell type, the two cell inputs lead, then one anchor per earlier node
+    anchor_groups = {'normal': 2, 'reduce': 2}
 
     def __init__(self, num_layers: int = 6, channels: int = 20, num_nodes: int = 5, num_classes: int = 10,
                  dropout: float = 0.1, final: bool = False, auxiliary: bool = False, drop_path_prob: float = 0.0):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 from nni.nas.nn.pytorch import ModelSpace
@@ -19,9 +19,16 @@ class EnasSpace(ModelSpace):
     final macro layer's merge conv, a micro cell's loose ends, a reduction node's strided op), so
     ``freeze`` constructs the class again under NNI's ``model_context`` (the route NNI documents):
     the fixed network holds exactly what the architecture uses, with fresh weights.
+
+    ``anchor_groups`` declares, for the controller, which groups of decisions follow the ENAS
+    anchor structure (label ``group/unit/name``; each unit's input and skip candidates are the
+    group's ``g`` leading inputs followed by its earlier units): a dict ``group -> g``. Declared
+    groups get attention over anchors; a space that declares none gets plain heads (see
+    :mod:`nni_enas.controller`).
     """
 
     name: str = ''
+    anchor_groups: ClassVar[dict[str, int]] = {}
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         self.validate(sample)

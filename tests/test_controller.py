@@ -1,9 +1,10 @@
-"""The ENAS controller: log-probabilities, entropies and skip penalties replayed by hand, and learning.
+"""The ENAS controller: log-probabilities, entropies and skip penalties replayed by hand, batched
+sampling, attention by declaration, inactive decisions, and learning.
 
 The hand replays follow the walk documented in nni_enas/controller.py and ENAS_SPEC C.1-C.2,
 written out step by step with torch ops on the controller's own parameters.
 
-Runtime: about 16 s on the (busy) 2-core dev machine (plus the one-off nni import); the REINFORCE
+Runtime: about 25 s on the (busy) 2-core dev machine (plus the one-off nni import); the REINFORCE
 test dominates.
 """
 
@@ -19,7 +20,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nni_enas  # noqa: E402,F401
-from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace  # noqa: E402
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, Repeat  # noqa: E402
 
 from nni_enas import Enas, MacroSpace, MicroSpace, ReinforceController  # noqa: E402
 from nni_enas.enas import EnasModule  # noqa: E402
@@ -315,6 +316,299 @@ def test_unsupported_choices_are_rejected():
 
     with pytest.raises(TypeError, match='pick'):
         ReinforceController(Multi())
+
+
+# --------------------------------------------------------------------------- batched sampling
+
+BATCH_SPACES = {
+    'toy': lambda: Toy(),
+    'macro': lambda: MacroSpace(num_layers=4, channels=4),
+    'micro': lambda: MicroSpace(num_layers=1, channels=4, num_nodes=3),
+}
+MICRO_KWARGS = dict(tanh_constant=1.1, op_tanh_reduce=2.5, op_bias=[10, 10, 0, 0, 0],
+                    group_logit_offset={'normal': [0.25] * 2 + [-0.25] * 3})
+
+
+def make_controller(name, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return ReinforceController(BATCH_SPACES[name](), **(MICRO_KWARGS if name == 'micro' else {}), **kwargs)
+
+
+@pytest.mark.parametrize('name', list(BATCH_SPACES))
+def test_sample_batch_rows_match_evaluate(name):
+    """Every row of a batched walk is the architecture it reports: evaluate() gives its terms."""
+    ctrl = make_controller(name)
+    archs, log_prob, entropy, penalty = ctrl.sample_batch(12)
+    assert len(archs) == 12 and log_prob.shape == entropy.shape == penalty.shape == (12,)
+    assert log_prob.requires_grad and (log_prob < 0).all()
+    assert all(set(arch) == {d.label for d in ctrl.decisions} for arch in archs)
+    assert len({str(sorted(a.items())) for a in archs}) > 1        # rows are sampled independently
+    with torch.no_grad():
+        one_by_one = [torch.stack(ctrl.evaluate(arch)) for arch in archs]
+        batched = torch.stack(ctrl.evaluate_batch(archs))
+    assert torch.allclose(torch.stack(one_by_one, 1), torch.stack([log_prob, entropy, penalty]).detach(), atol=1e-5)
+    assert torch.allclose(batched, torch.stack([log_prob, entropy, penalty]).detach(), atol=1e-5)
+    if name == 'macro':
+        assert (penalty > 0).all()
+
+
+def test_sample_batch_draws_from_the_controllers_distribution():
+    """The empirical distribution of a batch matches evaluate()'s probabilities, decision by decision.
+
+    Macro with 3 layers has 6^3 x 2 x 4 = 1728 architectures: their exact probabilities (one
+    evaluate_batch) give the exact marginals of the first op, of the second op (which depends on
+    the path) and of every skip bit of the last layer. The controller's weights are scaled up so
+    that the decisions are far from uniform and depend on each other.
+    """
+    torch.manual_seed(0)
+    ctrl = ReinforceController(MacroSpace(num_layers=3, channels=4))
+    with torch.no_grad():
+        for p in ctrl.parameters():
+            p.mul_(12)
+        archs = list(all_archs(ctrl))
+        exact = ctrl.evaluate_batch(archs)[0].exp()
+    assert exact.sum().item() == pytest.approx(1.0, abs=1e-4)
+
+    def marginal(archs, weights, key):
+        out = {}
+        for arch, w in zip(archs, weights):
+            out[key(arch)] = out.get(key(arch), 0.0) + float(w)
+        return out
+
+    torch.manual_seed(11)
+    n = 4000
+    with torch.no_grad():
+        sampled = ctrl.sample_batch(n)[0]
+    ones = [1.0 / n] * n
+    keys = {'layer_0/op': lambda a: a['layer_0/op'], 'layer_1/op': lambda a: a['layer_1/op'],
+            'layer_1/skip': lambda a: tuple(a['layer_1/skip'])}
+    keys.update({f'layer_2/skip/{j}': (lambda a, j=j: j in a['layer_2/skip']) for j in range(2)})
+    # joints: a row that took another row's path would break them even where the marginals hold
+    keys.update({'ops 0, 1': lambda a: (a['layer_0/op'], a['layer_1/op']),
+                 'op 1, skips 1': lambda a: (a['layer_1/op'], tuple(a['layer_1/skip'])),
+                 'skips 1, 2': lambda a: (tuple(a['layer_1/skip']), tuple(a['layer_2/skip']))})
+    for name, key in keys.items():
+        want, got = marginal(archs, exact, key), marginal(sampled, ones, key)
+        for value, p in want.items():
+            tolerance = 4 * math.sqrt(p * (1 - p) / n) + 1e-3
+            assert abs(got.get(value, 0.0) - p) < tolerance, (name, value, got.get(value, 0.0), p)
+    assert max(marginal(archs, exact, keys['layer_1/op']).values()) > 0.3    # far from uniform (1/6)
+    # the first decision's probabilities are choice_probabilities()' (the greedy path starts there)
+    first = marginal(archs, exact, keys['layer_0/op'])
+    assert [first[op] for op in MACRO_OPS] == pytest.approx(ctrl.choice_probabilities()['layer_0/op'], abs=1e-5)
+
+
+def test_micro_first_decisions_frequency():
+    ctrl = make_controller('micro')
+    probs = ctrl.choice_probabilities()
+    torch.manual_seed(4)
+    n = 3000
+    with torch.no_grad():
+        archs = ctrl.sample_batch(n)[0]
+    label = ctrl.decisions[0].label
+    assert label == 'reduce/node_2/input_a'
+    for j, p in enumerate(probs[label]):
+        freq = sum(a[label] == [j] for a in archs) / n
+        assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-3
+
+
+@pytest.mark.parametrize('name', ['macro', 'micro'])
+def test_one_backward_of_a_batch_is_the_mean_of_per_sample_gradients(name):
+    ctrl = make_controller(name)
+    archs, log_prob, entropy, penalty = ctrl.sample_batch(6)
+    advantage = torch.linspace(-1.0, 1.5, 6)
+    (-log_prob * advantage + 0.8 * penalty - 0.01 * entropy).mean().backward()
+    batched = {k: p.grad.clone() for k, p in ctrl.named_parameters() if p.grad is not None}
+    ctrl.zero_grad(set_to_none=True)
+    loss = 0.0
+    for arch, a in zip(archs, advantage):
+        lp, ent, pen = ctrl.evaluate(arch)
+        loss = loss + (-lp * a + 0.8 * pen - 0.01 * ent) / 6
+    loss.backward()
+    single = {k: p.grad for k, p in ctrl.named_parameters() if p.grad is not None}
+    assert set(batched) == set(single) and 'lstm.weight_ih' in batched
+    for k in single:
+        assert torch.allclose(batched[k], single[k], atol=1e-6), k
+
+
+def test_sample_is_a_batch_of_one():
+    ctrl = make_controller('macro')
+    torch.manual_seed(9)
+    arch, log_prob, entropy, penalty = ctrl.sample()
+    torch.manual_seed(9)
+    archs, log_probs, entropies, penalties = ctrl.sample_batch(1)
+    assert archs == [arch] and log_prob.dim() == 0
+    assert torch.equal(torch.stack([log_prob, entropy, penalty]), torch.stack([log_probs[0], entropies[0], penalties[0]]))
+    with pytest.raises(ValueError):
+        ctrl.sample_batch(0)
+    with pytest.raises(ValueError, match='layer_1/op'):
+        ctrl.evaluate({**arch, 'layer_1/op': 'no_such_op'})
+
+
+# --------------------------------------------------------------------------- attention by declaration
+
+class SimpleNetLike(ModelSpace):
+    """NNI SimpleNet's choices: a conv op, a dropout op, then an input choice between two tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = LayerChoice([nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 5, padding=2)], label='conv')
+        self.dropout = LayerChoice([nn.Dropout(0.25), nn.Dropout(0.5)], label='dropout')
+        self.input = InputChoice(2, n_chosen=1, label='input')
+
+    def forward(self, x):
+        a = self.conv(x)
+        return self.input([self.dropout(a), a])
+
+
+def test_an_undeclared_space_gets_plain_heads():
+    ctrl = ReinforceController(SimpleNetLike())
+    assert [d.kind for d in ctrl.decisions] == ['op', 'op', 'input']
+    # the labels fit the anchor pattern (two units, then 2 candidates), but nothing declares it
+    assert ctrl.group_inputs == {'': None}
+    assert set(ctrl.input_soft) == {'input2'}
+    log_prob = ctrl.evaluate({'conv': 0, 'dropout': 1, 'input': [1]})[0]
+    log_prob.backward()
+    assert ctrl.input_soft['input2'].weight.grad.abs().sum() > 0
+    for attn in (ctrl.attn_anchor, ctrl.attn_query, ctrl.attn_v):
+        assert attn.weight.grad is None
+
+
+def test_declared_spaces_keep_attention_also_as_supernets():
+    for space, groups in [(MacroSpace(num_layers=3, channels=4), {'': 0}),
+                          (MicroSpace(num_layers=1, channels=4, num_nodes=2), {'reduce': 2, 'normal': 2})]:
+        supernet = Enas().mutate_model(space)
+        assert type(supernet) is type(space)      # NNI's mutation keeps the top-level space
+        for model in (space, supernet):
+            ctrl = ReinforceController(model)
+            assert ctrl.group_inputs == groups
+            assert len(ctrl.input_soft) == 0      # every input decision attends
+            shapes = {k: tuple(p.shape) for k, p in ctrl.named_parameters()}
+            assert shapes['attn_anchor.weight'] == shapes['attn_query.weight'] == (64, 64)
+            assert shapes['attn_v.weight'] == (1, 64)
+
+    class Declared(SimpleNetLike):
+        anchor_groups = {'': 0}                  # any space may declare it (duck-typed)
+
+    ctrl = ReinforceController(Declared())
+    assert ctrl.group_inputs == {'': 0} and len(ctrl.input_soft) == 0
+
+    class Wrong(SimpleNetLike):
+        anchor_groups = {'': 1}
+
+    with pytest.raises(ValueError, match='anchor group'):
+        ReinforceController(Wrong())
+
+
+# --------------------------------------------------------------------------- inactive decisions
+
+class Block(nn.Module):
+    def __init__(self, index, skip=False):
+        super().__init__()
+        self.op = LayerChoice([nn.Identity(), nn.ReLU(), nn.Tanh()], label=f'blk{index}')
+        self.skip = InputChoice(2, n_chosen=None, label=f'skip{index}') if skip else None
+
+    def forward(self, x):
+        x = self.op(x)
+        return x if self.skip is None else x + (self.skip([x, -x]) or 0)
+
+
+class Deep(ModelSpace):
+    """first, then 1 to 3 blocks (a Repeat with a depth choice), then last."""
+
+    def __init__(self, skip=False):
+        super().__init__()
+        self.first = LayerChoice([nn.Identity(), nn.ReLU()], label='first')
+        self.blocks = Repeat(lambda i: Block(i, skip), (1, 3), label='depth')
+        self.last = LayerChoice([nn.Identity(), nn.ReLU()], label='last')
+
+    def forward(self, x):
+        return self.last(self.blocks(self.first(x)))
+
+
+def test_inactive_repeat_blocks_leave_no_trace_hand_replay():
+    """Depth 1: the walk is first, depth, blk0, last (each an op unit: a step and an exit step)."""
+    torch.manual_seed(3)
+    ctrl = ReinforceController(Deep(), lstm_size=8)
+    assert [d.label for d in ctrl.decisions] == ['first', 'depth', 'blk0', 'blk1', 'blk2', 'last']
+    assert [bool(d.rules) for d in ctrl.decisions] == [False, False, False, True, True, False]
+    arch = {'first': 1, 'depth': 1, 'blk0': 2, 'blk1': 0, 'blk2': 1, 'last': 0}
+    c = 1.5
+    log_prob = entropy = 0.0
+    with torch.no_grad():
+        state = None
+        for label in ('first', 'depth', 'blk0', 'last'):
+            d = ctrl._by_label[label]
+            key = ctrl._op_keys[tuple(d.values)]
+            state = ctrl.lstm(ctrl.g_emb, state)
+            lp, ent = categorical_terms(c * torch.tanh(ctrl.op_soft[key](state[0])[0]), d.values.index(arch[label]))
+            log_prob, entropy = log_prob + lp, entropy + ent
+            state = ctrl.lstm(ctrl.op_emb[key].weight[d.values.index(arch[label])].view(1, -1), state)
+        got = ctrl.evaluate(arch)
+        # the inactive blocks' values do not matter; an active block's does
+        assert torch.equal(torch.stack(got), torch.stack(ctrl.evaluate({**arch, 'blk1': 2, 'blk2': 2})))
+        assert not torch.equal(got[0], ctrl.evaluate({**arch, 'blk0': 0})[0])
+        deeper = ctrl.evaluate({**arch, 'depth': 2})[0]
+    assert got[0].item() == pytest.approx(float(log_prob), abs=1e-5)
+    assert got[1].item() == pytest.approx(float(entropy), abs=1e-5)
+    assert deeper.item() != pytest.approx(got[0].item(), abs=1e-4)
+
+
+def test_inactive_decisions_do_not_move_the_controller():
+    torch.manual_seed(0)
+    ctrl = ReinforceController(Deep(skip=True), skip_target=0.4)
+    arch = {'first': 0, 'depth': 1, 'blk0': 1, 'skip0': [1], 'blk1': 0, 'skip1': [0, 1], 'blk2': 2, 'skip2': [],
+            'last': 1}
+    other = {**arch, 'blk1': 2, 'skip1': [], 'skip2': [0]}
+
+    def grads(a):
+        ctrl.zero_grad(set_to_none=True)
+        lp, ent, pen = ctrl.evaluate(a)
+        (lp + ent + pen).backward()
+        return torch.stack([lp, ent, pen]).detach(), {k: p.grad.clone() for k, p in ctrl.named_parameters()
+                                                      if p.grad is not None}
+
+    terms, g = grads(arch)
+    terms_other, g_other = grads(other)
+    assert torch.equal(terms, terms_other)
+    assert set(g) == set(g_other) and all(torch.equal(g[k], g_other[k]) for k in g)
+    # the skip penalty is the mean over the active skip decision only: here skip0's KL
+    penalty_1 = terms[2]
+    penalty_3 = ctrl.evaluate({**arch, 'depth': 3})[2]
+    assert penalty_1 > 0 and not torch.isclose(penalty_1, penalty_3)
+    # a batch: every row still carries every label (NNI's freeze needs them) and matches evaluate()
+    torch.manual_seed(1)
+    archs, log_prob, entropy, penalty = ctrl.sample_batch(40)
+    assert {a['depth'] for a in archs} == {1, 2, 3}
+    assert all(len(a) == len(ctrl.decisions) for a in archs)
+    with torch.no_grad():
+        again = torch.stack(ctrl.evaluate_batch(archs))
+    assert torch.allclose(again, torch.stack([log_prob, entropy, penalty]).detach(), atol=1e-5)
+    # the supernet (NNI's PathSamplingRepeat) gives the same rules
+    torch.manual_seed(0)
+    on_supernet = ReinforceController(Enas().mutate_model(Deep(skip=True)), skip_target=0.4)
+    assert [bool(d.rules) for d in on_supernet.decisions] == [bool(d.rules) for d in ctrl.decisions]
+    with torch.no_grad():
+        assert torch.allclose(torch.stack(on_supernet.evaluate(arch)), terms, atol=1e-6)
+
+
+def test_a_choice_inside_an_untaken_branch_is_inactive():
+    class Branchy(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.outer = LayerChoice([nn.Identity(), LayerChoice([nn.ReLU(), nn.Tanh()], label='inner')],
+                                     label='outer')
+
+        def forward(self, x):
+            return self.outer(x)
+
+    ctrl = ReinforceController(Branchy())
+    with torch.no_grad():
+        assert torch.equal(ctrl.evaluate({'outer': 0, 'inner': 0})[0], ctrl.evaluate({'outer': 0, 'inner': 1})[0])
+        assert not torch.equal(ctrl.evaluate({'outer': 1, 'inner': 0})[0], ctrl.evaluate({'outer': 1, 'inner': 1})[0])
+        total = sum(ctrl.evaluate(a)[0].exp().item() for a in [{'outer': 0, 'inner': 0}, {'outer': 1, 'inner': 0},
+                                                              {'outer': 1, 'inner': 1}])
+    assert total == pytest.approx(1.0, abs=1e-5)     # the inactive inner choice is not counted twice
 
 
 # --------------------------------------------------------------------------- the controller learns
