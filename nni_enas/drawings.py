@@ -211,7 +211,7 @@ def _summary(kind: str, values: list, last: list[float]) -> str:
 
 
 def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, columns: int = 4,
-                              panel_width: int = 210, panel_height: int = 44) -> None:
+                              panel_width: int = 240, panel_height: int = 44) -> None:
     """One small panel per decision, epochs left to right, written as PNG to ``path``.
 
     Op and input decisions: the share of each candidate, stacked (op colours as in the
@@ -245,10 +245,13 @@ def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, 
         x += 14 + round(draw.textlength(name, font=small)) + 14
     if 'input' in kinds:
         x, y = pad, y + 16
-        for i, color in enumerate(INPUT_COLORS[:6]):
-            draw.rectangle([x, y, x + 10, y + 10], fill=color, outline=(64, 64, 64))
+        most = max(len(data['decisions'][label]['values']) for label in labels
+                   if data['decisions'][label]['kind'] == 'input')
+        for i in range(min(most, len(INPUT_COLORS))):
+            draw.rectangle([x, y, x + 10, y + 10], fill=INPUT_COLORS[i], outline=(64, 64, 64))
             draw.text((x + 14, y + 5), f'input {i}', fill='black', font=small, anchor='lm')
-            x += 70
+            x += 74
+        draw.text((x + 6, y + 5), '(micro: 0 = c_{k-2}, 1 = c_{k-1}, j = node j)', fill='black', font=small, anchor='lm')
     if 'skip' in kinds:
         y += 16
         draw.text((pad, y + 5), 'skip panels: one row per candidate (stem, layer_0, ... top to bottom), '
@@ -259,7 +262,7 @@ def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, 
         probs = [e['probabilities'].get(label, [0.0] * len(values)) for e in data['epochs']]
         px = pad + (k % columns) * cell_w
         py = header + (k // columns) * cell_h
-        text = f'{label}  {_summary(info["kind"], values, probs[-1])}'
+        text = f'{label} {_summary(info["kind"], values, probs[-1])}'
         while draw.textlength(text, font=small) > panel_width and len(text) > 4:
             text = text[:-2]
         draw.text((px, py + 10), text, fill='black', font=small, anchor='ls')

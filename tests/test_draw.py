@@ -286,3 +286,13 @@ def test_search_drawings_per_epoch_gif_probabilities_and_tensorboard_across_a_re
     images = events.Images('architecture')
     assert sorted({i.step for i in images}) == [1, 2]
     assert (images[-1].width, images[-1].height) == last_frame.size
+
+
+@pytest.mark.parametrize('name', ['paper-macro', 'paper-micro'])
+def test_shipped_drawings_are_current_and_small(name):
+    """The README's images: regenerate with `python3 -m nni_enas.draw NAME -o nni_enas/architectures/NAME.png`."""
+    path = ROOT / 'nni_enas' / 'architectures' / f'{name}.png'
+    d = layout(load_architecture(name))
+    with Image.open(path) as im:
+        assert im.size == (round(d.width * 1.5), round(d.height * 1.5)), 'the layout changed: regenerate the image'
+    assert path.stat().st_size < 200_000
