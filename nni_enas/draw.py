@@ -99,7 +99,7 @@ class Node:
 class Edge:
     """An arrow from node ``source`` to node ``target``.
 
-    ``points``: two points (a straight line) or four (a cubic Bezier curve), in drawing units.
+    ``points``, in drawing units: a polyline, or with ``curved`` the four points of a cubic Bezier.
     ``kind`` is ``chain`` or ``skip`` (macro), ``input`` (state -> op), ``op`` (op -> node) or
     ``loose`` (loose end -> concat) (micro).
     """
@@ -108,6 +108,7 @@ class Edge:
     kind: str
     points: tuple[tuple[float, float], ...]
     label: str = ''
+    curved: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def macro_layout(arch: dict[str, Any], title: str) -> Drawing:
         # skip index j is [stem, layer_0, ...][j]; the arc leaves j's box and enters layer i's box
         b = bulge(i + 1 - j)
         a, z = (right, ys[j] + 4), (right, ys[i + 1] - 4)
-        d.edges.append(Edge(names[j], names[i + 1], 'skip', (a, (a[0] + b, a[1]), (z[0] + b, z[1]), z)))
+        d.edges.append(Edge(names[j], names[i + 1], 'skip', (a, (a[0] + b, a[1]), (z[0] + b, z[1]), z), curved=True))
     y = _legend(d, MACRO_OPS, ys[-1] + BOX_H + 18, notes=(
         'arcs on the right: skip connections, summed into the layer they enter;',
         'reduce: the resolution halves (every earlier output gets a factorized reduction)'))
@@ -257,18 +258,28 @@ def _cell_layout(d: Drawing, arch: dict[str, Any], cell: str, x0: float, y0: flo
                 j = inputs[n][s]
                 src_w = in_w if j < 2 else sum_w
                 d.edges.append(Edge(state_id[j], op_id, 'input', _curve(
-                    (centre[j][0] + src_w / 2, centre[j][1]), (xs[2 * r - 1] - op_w / 2, ys[s]))))
+                    (centre[j][0] + src_w / 2, centre[j][1]), (xs[2 * r - 1] - op_w / 2, ys[s])), curved=True))
                 d.edges.append(Edge(op_id, state_id[n], 'op', _curve(
-                    (xs[2 * r - 1] + op_w / 2, ys[s]), (centre[n][0] - sum_w / 2, centre[n][1]))))
-    # concat is a bar as tall as its inputs' span: each loose end runs straight across to it
-    # (one converging fan would pass through the boxes of later nodes).
-    low, high = min(centre[j][1] for j in loose), max(centre[j][1] for j in loose)
+                    (xs[2 * r - 1] + op_w / 2, ys[s]), (centre[n][0] - sum_w / 2, centre[n][1])), curved=True))
+    # concat is a bar as tall as its inputs' span: each loose end runs straight across to it (one
+    # converging fan would pass through the boxes of later nodes); one whose way is blocked by a
+    # box goes down to its own lane below the cell instead.
+    boxes = [n for n in d.nodes if n.id.startswith(cell + '/')]
+    routes, lane = {}, top + height + 6
+    for j in loose:
+        sx, sy = centre[j][0] + (in_w if j < 2 else sum_w) / 2, centre[j][1]
+        blocked = any(n.x - n.w / 2 > sx and abs(n.y - sy) < (n.h + BOX_H) / 2 - 2 for n in boxes)
+        if blocked:
+            routes[j] = [(sx, sy), (sx + gap / 2, sy), (sx + gap / 2, lane), (xs[-1] - out_w / 2, lane)]
+            lane += 8
+        else:
+            routes[j] = [(sx, sy), (xs[-1] - out_w / 2, sy)]
+    low, high = min(r[-1][1] for r in routes.values()), max(r[-1][1] for r in routes.values())
     d.nodes.append(Node(f'{cell}/output', 'concat', 'output', xs[-1], (low + high) / 2, out_w,
                         high - low + BOX_H, _KIND_FILL['output']))
     for j in loose:
-        src_w = in_w if j < 2 else sum_w
-        d.edges.append(Edge(state_id[j], f'{cell}/output', 'loose',
-                            ((centre[j][0] + src_w / 2, centre[j][1]), (xs[-1] - out_w / 2, centre[j][1]))))
+        d.edges.append(Edge(state_id[j], f'{cell}/output', 'loose', tuple(routes[j])))
+    height = max(height, lane - top)
     return width, height + 22
 
 
@@ -297,7 +308,8 @@ def default_title(record: dict[str, Any], name: str | None = None) -> str:
     if record['space'] == 'macro':
         parts.append(f'network, {sum(1 for k in record["arch"] if k.endswith("/op"))} layers')
     else:
-        parts.append('cells' + (f', {args["num_layers"]} normal cells' if 'num_layers' in args else ''))
+        n = args.get('num_layers')
+        parts.append('cells' + (f', {n} normal cell{"s" if n != 1 else ""}' if isinstance(n, int) else ''))
     if isinstance(prov.get('epoch'), int):
         parts.append(f'- epoch {prov["epoch"]}' + (f'/{prov["epochs"]}' if isinstance(prov.get('epochs'), int) else ''))
     if isinstance(prov.get('reward'), (int, float)):
@@ -326,11 +338,11 @@ def _xml_id(prefix: str, *names: str) -> str:
     return prefix + '--'.join(n.replace('/', '.') for n in names)
 
 
-def _svg_path(points) -> str:
+def _svg_path(points, curved: bool) -> str:
     (x0, y0), *rest = points
-    if len(rest) == 3:
+    if curved:
         return f'M{x0:.1f},{y0:.1f} C' + ' '.join(f'{x:.1f},{y:.1f}' for x, y in rest)
-    return f'M{x0:.1f},{y0:.1f} L{rest[-1][0]:.1f},{rest[-1][1]:.1f}'
+    return f'M{x0:.1f},{y0:.1f} ' + ' '.join(f'L{x:.1f},{y:.1f}' for x, y in rest)
 
 
 def render_svg(drawing: Drawing) -> str:
@@ -349,7 +361,7 @@ def render_svg(drawing: Drawing) -> str:
         opacity = ' stroke-opacity="0.7"' if e.kind == 'skip' else ''
         out.append(f'<g id="{_xml_id("edge-", e.source, e.target)}" class="edge {e.kind}" '
                    f'data-source={quoteattr(e.source)} data-target={quoteattr(e.target)}>'
-                   f'<path d="{_svg_path(e.points)}" fill="none" stroke="{color}" stroke-width="{width}"{opacity} '
+                   f'<path d="{_svg_path(e.points, e.curved)}" fill="none" stroke="{color}" stroke-width="{width}"{opacity} '
                    f'marker-end="url(#arrow-{e.kind})"/>')
         if e.label:
             (x0, y0), (x1, y1) = e.points[0], e.points[-1]
@@ -388,8 +400,8 @@ def _font(size: float, bold: bool = False):
         return ImageFont.load_default()
 
 
-def _flatten(points, steps: int = 24) -> list[tuple[float, float]]:
-    if len(points) != 4:
+def _flatten(points, curved: bool, steps: int = 24) -> list[tuple[float, float]]:
+    if not curved:
         return list(points)
     (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
     out = []
@@ -422,7 +434,7 @@ def render_image(drawing: Drawing, scale: float = 1.0):
     for e in drawing.edges:
         color, width = _EDGE_STYLE[e.kind]
         rgb = _blend(color, 0.7 if e.kind == 'skip' else 1.0)
-        pts = [(x * s, y * s) for x, y in _flatten(e.points)]
+        pts = [(x * s, y * s) for x, y in _flatten(e.points, e.curved)]
         # stop the line at the arrowhead's base, then draw the head
         (xa, ya), (xb, yb) = pts[-2], pts[-1]
         length = math.hypot(xb - xa, yb - ya) or 1.0

@@ -116,6 +116,19 @@ def test_micro_loose_ends_follow_the_cell_rule_including_an_unused_cell_input():
         state = {0: f'{cell}/c_k-2', 1: f'{cell}/c_k-1', 2: f'{cell}/node_2', 3: f'{cell}/node_3'}
         drawn = sorted(src for src, dst in d.edge_pairs('loose') if dst == f'{cell}/output')
         assert drawn == sorted(state[j] for j in module.loose) == [f'{cell}/c_k-2', f'{cell}/node_3']
+    # the unused input's way to concat is blocked by the op boxes: it is routed around every box
+    for e in d.edges:
+        if e.kind == 'loose':
+            assert not e.curved
+            for n in d.nodes:
+                if n.id not in (e.source, e.target):
+                    assert not any(_crosses(a, b, n) for a, b in zip(e.points, e.points[1:])), (e, n.id)
+
+
+def _crosses(a, b, n):
+    """Whether the axis-parallel segment a-b enters the box of node n."""
+    (x0, x1), (y0, y1) = sorted((a[0], b[0])), sorted((a[1], b[1]))
+    return x0 < n.x + n.w / 2 and x1 > n.x - n.w / 2 and y0 < n.y + n.h / 2 and y1 > n.y - n.h / 2
 
 
 # --------------------------------------------------------------------------- renderers
