@@ -39,8 +39,8 @@ from .architecture import SHIPPED_DIR, ArchitectureError, check_record, load_arc
 from .macro import reduction_layers
 from .ops import MACRO_OPS, MICRO_OPS
 
-__all__ = ['Node', 'Edge', 'Text', 'Drawing', 'layout', 'render_svg', 'render_png', 'draw_architecture',
-           'write_atomic', 'FORMATS', 'OP_COLORS', 'main']
+__all__ = ['Node', 'Edge', 'Text', 'Drawing', 'layout', 'default_title', 'render_svg', 'render_png',
+           'render_image', 'draw_architecture', 'write_atomic', 'image_format', 'FORMATS', 'OP_COLORS', 'main']
 
 FORMATS = ('.png', '.svg')
 
@@ -574,8 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     shipped = ', '.join(sorted(p.stem for p in SHIPPED_DIR.glob('*.json')))
     p = ArgumentParser(
         prog='python3 -m nni_enas.draw',
-        description='Draw an exported architecture: the macro network as a chain of layers with their ops '
-                    'and skip connections, or the micro normal and reduction cells as graphs.',
+        description='Draw an exported architecture: the macro network as a chain of layers with their ops\n'
+                    'and skip connections, or the micro normal and reduction cells as graphs.\n\n'
+                    '    python3 -m nni_enas.draw runs/search-macro-.../exported.json -o arch.svg\n'
+                    '    python3 -m nni_enas.draw paper-micro -o paper-micro.png',
         epilog='Exit status: 0 written, 2 bad input (nothing is written then).')
     p.add_argument('architecture', metavar='ARCH',
                    help=f'an exported architecture (exported.json of a search) or a shipped one by name: {shipped}')
