@@ -153,27 +153,36 @@ class SearchDrawings(pl.Callback):
 
 
 def write_animation(frames: Sequence[str | os.PathLike], path: str | os.PathLike, *, frame_ms: int = 500,
-                    max_width: int = 900) -> None:
-    """A looping GIF of the PNG ``frames`` (padded to one size on white, at most ``max_width`` wide)."""
+                    max_width: int = 900, max_frames: int = 100) -> None:
+    """A looping GIF of the PNG ``frames`` (padded to one size on white, at most ``max_width`` wide).
+
+    Longer runs are thinned evenly to ``max_frames`` (the first and the last frame always kept):
+    an animation of 630 epochs would last minutes, and every frame is held in memory while the
+    GIF is encoded.
+    """
     from PIL import Image
-    images = []
+    frames = list(frames)
+    if len(frames) > max_frames:
+        step = (len(frames) - 1) / (max_frames - 1)
+        frames = [frames[round(k * step)] for k in range(max_frames)]
+    sizes = []
     for frame in frames:
         with Image.open(frame) as im:
-            images.append(im.convert('RGB'))
-    width, height = max(im.width for im in images), max(im.height for im in images)
+            sizes.append(im.size)
+    width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     factor = min(1.0, max_width / width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    canvas = []
-    for im in images:
+    pages = []
+    for frame in frames:
         page = Image.new('RGB', (width, height), 'white')
-        page.paste(im, (0, 0))
+        with Image.open(frame) as im:
+            page.paste(im.convert('RGB'), (0, 0))
         if factor < 1:
             page = page.resize(size, Image.Resampling.LANCZOS)
-        canvas.append(page.convert('P', palette=Image.Palette.ADAPTIVE, colors=64))
-    durations = [frame_ms] * (len(canvas) - 1) + [frame_ms * 4]
+        pages.append(page.convert('P', palette=Image.Palette.ADAPTIVE, colors=64))
+    durations = [frame_ms] * (len(pages) - 1) + [frame_ms * 4]
     buf = io.BytesIO()
-    canvas[0].save(buf, format='GIF', save_all=True, append_images=canvas[1:], duration=durations, loop=0,
-                   optimize=False)
+    pages[0].save(buf, format='GIF', save_all=True, append_images=pages[1:], duration=durations, loop=0)
     write_atomic(path, buf.getvalue())
 
 

@@ -309,3 +309,27 @@ def test_shipped_drawings_are_current_and_small(name):
     with Image.open(path) as im:
         assert im.size == (round(d.width * 1.5), round(d.height * 1.5)), 'the layout changed: regenerate the image'
     assert path.stat().st_size < 200_000
+
+
+def test_animation_pads_frames_to_one_size_and_thins_long_runs(tmp_path):
+    from nni_enas.drawings import write_animation
+    colours = [(255, 0, 0), (0, 0, 255), (0, 160, 0), (0, 0, 0), (255, 160, 0)]
+    frames = []
+    for i, colour in enumerate(colours):
+        frames.append(tmp_path / f'epoch_{i + 1:03d}.png')
+        Image.new('RGB', (40 + 10 * i, 30), colour).save(frames[-1])
+    write_animation(frames, tmp_path / 'all.gif', max_width=1000)
+    write_animation(frames, tmp_path / 'thin.gif', max_frames=3)
+    with Image.open(tmp_path / 'all.gif') as gif:
+        assert gif.n_frames == 5 and gif.size == (80, 30)
+        seen = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            seen.append(gif.convert('RGB').getpixel((5, 5)))
+        assert seen == colours
+    with Image.open(tmp_path / 'thin.gif') as gif:
+        seen = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            seen.append(gif.convert('RGB').getpixel((5, 5)))
+        assert seen == [colours[0], colours[2], colours[4]]    # first, middle, last
