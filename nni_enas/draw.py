@@ -355,7 +355,7 @@ def render_svg(drawing: Drawing) -> str:
         out.append(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
                    f'markerHeight="7" orient="auto"><path d="M0,1 L10,5 L0,9 z" fill="{color}"/></marker>')
     out.append('</defs>')
-    out.append(f'<rect width="100%" height="100%" fill="#ffffff"/>')
+    out.append('<rect width="100%" height="100%" fill="#ffffff"/>')
     for e in drawing.edges:
         color, width = _EDGE_STYLE[e.kind]
         opacity = ' stroke-opacity="0.7"' if e.kind == 'skip' else ''

@@ -283,13 +283,16 @@ def test_search_drawings_per_epoch_gif_probabilities_and_tensorboard_across_a_re
     controller = trainer.controller
     assert [e['epoch'] for e in data['epochs']] == [1, 2]
     assert data['decisions'] == {d.label: {'kind': d.kind, 'values': list(d.values)} for d in controller.decisions}
-    assert data['epochs'][-1]['probabilities'] == pytest.approx(controller.choice_probabilities())
+    now = controller.choice_probabilities()
+    assert set(data['epochs'][-1]['probabilities']) == set(now)
+    for label, probs in now.items():
+        assert data['epochs'][-1]['probabilities'][label] == pytest.approx(probs, abs=1e-5)
     for e in data['epochs']:
         for label, info in data['decisions'].items():
             probs = e['probabilities'][label]
             assert len(probs) == len(info['values'])
             if info['kind'] == 'op':
-                assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+                assert sum(probs) == pytest.approx(1.0, abs=1e-4)
     with Image.open(run_dir / 'choice_probabilities.png') as im:
         assert im.format == 'PNG' and im.width > 400 and im.height > 100
 
