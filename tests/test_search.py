@@ -27,7 +27,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import search  # noqa: E402
-from nni_enas import cli  # noqa: E402
+from nni_enas import runcontrol  # noqa: E402
+from nni_enas.checkpoints import checkpoint_epoch  # noqa: E402
 from nni_enas.architecture import load_architecture  # noqa: E402
 
 from helpers import write_cifar, write_png  # noqa: E402
@@ -151,16 +152,20 @@ def test_search_end_to_end(cli_runs, space):
     assert settings['epochs'] == 2 and settings['batch_size'] == 16
     assert settings['ctrl_lr'] == search.SEARCH[space]['ctrl_lr']
     assert settings['weight_decay'] == search.SEARCH[space]['weight_decay']
-    assert cli.checkpoint_epoch(run_dir / 'checkpoints' / 'last.ckpt') == 2
+    assert checkpoint_epoch(run_dir / 'checkpoints' / 'last.ckpt') == 2
     # TensorBoard: per-epoch scalars and the controller's choice probabilities
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     assert list((run_dir / 'tensorboard').glob('events.out.tfevents.*'))
     events = EventAccumulator(str(run_dir / 'tensorboard'), size_guidance={'scalars': 0})
     events.Reload()
     tags = set(events.Tags()['scalars'])
-    for tag in ('search/child_loss', 'search/child_acc', 'search/mean_reward', 'search/baseline',
-                'search/entropy', 'search/skip_rate', 'search/images_per_s'):
+    for tag in ('search/mean_reward', 'search/baseline', 'search/entropy', 'search/images_per_s'):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    # one tag per value (the module logs child_loss/child_acc itself); no skip rate without skips
+    assert {'child_loss', 'child_acc'} <= tags and not {'search/child_loss', 'search/child_acc'} & tags
+    assert 'search/skip_rate' in tags or space == 'micro'    # (micro has no skips: the module reports none)
+    hparams = (run_dir / 'tensorboard' / 'hparams.yaml').read_text()
+    assert 'search_for: ' + space in hparams and 'ctrl_lr:' in hparams      # the run's settings
     label = 'layer_1/op' if space == 'macro' else 'normal/node_2/op_a'
     probs = [events.Scalars(tag)[-1].value for tag in tags if tag.startswith(f'controller/{label}/')]
     assert len(probs) == (6 if space == 'macro' else 5) and abs(sum(probs) - 1) < 1e-4   # one per op
@@ -176,7 +181,7 @@ def test_stop_signal_leaves_checkpoint_and_export(cli_runs, name, status):
     assert run.signalled_after is not None, out + err
     assert rc == status, err
     assert f'{name.upper()}: stopped in epoch ' in err
-    done = cli.checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
+    done = checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
     assert run.signalled_after <= done < 4
     record = checked_export(cwd / 'run' / 'exported.json', 'macro', epoch=done)
     assert record == json.loads((cwd / 'exported.json').read_text())
@@ -189,7 +194,7 @@ def test_sigkill_mid_epoch_then_resume(cli_runs, capsys, monkeypatch):
     run, cwd = cli_runs['sigkill']
     rc, out, _ = run.wait()
     assert rc == -signal.SIGKILL and run.signalled_after is not None, out
-    done = cli.checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
+    done = checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
     assert run.signalled_after <= done < 4                     # at most the running epoch is lost
     checked_export(cwd / 'run' / 'exported.json', 'macro', epoch=done)
     monkeypatch.chdir(cwd)
@@ -295,7 +300,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, capsys, monkeypa
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 1 and 'NaN/inf in epoch 2/3' in errors[0] and '--lr-max' in errors[0], err
     assert len(summaries(out)) == 1
-    assert cli.checkpoint_epoch('run/checkpoints/last.ckpt') == 1
+    assert checkpoint_epoch('run/checkpoints/last.ckpt') == 1
     checked_export('run/exported.json', 'macro', epoch=1)
     checked_export('exported.json', 'macro', epoch=1)
 
@@ -365,7 +370,6 @@ def test_cuda_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 def test_stop_watcher_finds_a_signal_behind_a_lock_error():
     """A SIGTERM raised inside ``with lock:`` surfaces as the lock's RuntimeError; it is still a stop."""
-    from nni_enas import cli
 
     class Trainer:
         current_epoch = 2
@@ -379,11 +383,11 @@ def test_stop_watcher_finds_a_signal_behind_a_lock_error():
         except RuntimeError as error:
             return error
 
-    for interrupt, name, status in [(cli.TerminateRequest('signal 15'), 'SIGTERM', 143),
+    for interrupt, name, status in [(runcontrol.TerminateRequest('signal 15'), 'SIGTERM', 143),
                                     (KeyboardInterrupt(), 'SIGINT', 130)]:
-        watcher = cli.StopWatcher()
+        watcher = runcontrol.StopWatcher()
         watcher.on_exception(Trainer, None, raised_inside_lock(interrupt))
         assert (watcher.stopped_by, watcher.exit_status, watcher.epoch) == (name, status, 3)
-    watcher = cli.StopWatcher()
+    watcher = runcontrol.StopWatcher()
     watcher.on_exception(Trainer, None, ValueError('a real error'))
     assert watcher.stopped_by is None
