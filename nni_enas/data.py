@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -223,20 +224,39 @@ def read_cifar10(root: str | Path) -> tuple[ImageTensors, ImageTensors]:
 
 
 def _load_cifar10(data_dir: Path, download: bool) -> tuple[ImageTensors, ImageTensors]:
+    target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
+    why = ""
     if not _cifar_complete(data_dir) and download:
-        # torchvision is only used to fetch and extract the archive; we read it ourselves.
-        target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
-        try:
-            import torchvision
-            torchvision.datasets.CIFAR10(str(target), train=True, download=True)
-        except Exception:  # no network, bad checksum, ...: fall through to the message below
-            pass
+        why = _download_cifar10(target)
     if not _cifar_complete(data_dir):
-        target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
-        raise DataError(f"CIFAR-10 not found: put the extracted '{CIFAR10_DIRNAME}' folder in "
+        raise DataError(f"CIFAR-10 not found{why}: put the extracted '{CIFAR10_DIRNAME}' folder in "
                         f"{target} (download {CIFAR10_URL}), or run with --dataset synthetic "
                         f"to try without data")
     return read_cifar10(data_dir)
+
+
+def _download_cifar10(target: Path) -> str:
+    """Fetch and extract CIFAR-10 into ``target`` with torchvision; ``''`` or why it failed.
+
+    A failed download leaves nothing behind: the folders it created and the partial archive
+    are removed.
+    """
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    before = set(target.iterdir()) if target.is_dir() else set()
+    try:
+        # torchvision is only used to fetch and extract the archive; we read it ourselves.
+        import torchvision
+        torchvision.datasets.CIFAR10(str(target), train=True, download=True)
+        return ""
+    except Exception as exc:  # no network, bad checksum, full disk ...: say why, clean up
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__
+        if target.is_dir():
+            for path in set(target.iterdir()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for folder in created:          # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return f" and the download failed ({exc.__class__.__name__}: {reason})"
 
 
 # --------------------------------------------------------------------------------------
