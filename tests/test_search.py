@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import search  # noqa: E402
-from nni_enas import runcontrol  # noqa: E402
+from nni_enas import cli, runcontrol  # noqa: E402
 from nni_enas.checkpoints import checkpoint_epoch  # noqa: E402
 from nni_enas.architecture import load_architecture  # noqa: E402
 
@@ -242,8 +242,14 @@ def test_help_explains_every_option_and_default(capsys):
     for expected in ('default: macro 310 / micro 150', 'default: macro 128 / micro 160',
                      'default: macro 12 / micro 6', 'default: macro 0.001 / micro 0.0035',
                      'default: macro 0.8 / micro 0.0', 'default: macro 0.05 / micro 0.05', 'default: 100', 'default: cifar10',
-                     'default: ./data', 'default: 1024', 'default: 5000', 'default: auto', 'runs/search-<space>-<time>'):
+                     'default: ./data', 'default: 1024', 'default: 5000', 'default: auto', 'runs/search-<space>-<time>',
+                     'only --device, --epochs, --export, --progress-bar and --workers may be changed',
+                     'resized to 32x32', '130 / 143 stopped by Ctrl-C / SIGTERM'):
         assert expected in text, expected
+    # every paper setting is a flag whose help gives both spaces' defaults, from the table itself
+    for key in search.PAPER_KEYS:
+        flag = '--' + key.replace('_', '-')
+        assert f'{flag} ' in text and cli.paper_default(search.SEARCH, key) in text, key
 
 
 def test_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path, capsys, monkeypatch):
