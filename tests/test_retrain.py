@@ -41,14 +41,7 @@ TINY = ['--dataset', 'synthetic', '--synthetic-size', '64', '--batch-size', '16'
         '--channels', '4']
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    # Tiny tensors: one thread is faster, and far faster when other processes share the 2 cores
-    # (OpenMP threads spin-wait for each other).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def final_net(name: str, **overrides):

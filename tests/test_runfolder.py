@@ -26,6 +26,7 @@ from nni_enas.files import atomic_write, write_json_atomic  # noqa: E402
 TINY = ['--dataset', 'synthetic', '--synthetic-size', '32', '--layers', '2', '--channels', '4', '--batch-size', '8',
         '--ctrl-steps', '1', '--ctrl-steps-aggregate', '2', '--num-candidates', '2', '--device', 'cpu',
         '--epochs', '1']
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def run(main, argv, capsys):

@@ -42,6 +42,7 @@ SUMMARY = re.compile(r'^epoch (\d+)/(\d+)  child loss [\d.]+ acc [\d.]+  reward 
 NNI_TRIAL_ENV = ('NNI_PLATFORM', 'NNI_TRIAL_COMMAND_CHANNEL', 'NNI_OUTPUT_DIR', 'NNI_TRIAL_JOB_ID',
                  'NNI_EXP_ID', 'NNI_SYS_DIR', 'NNI_TRIAL_SEQ_ID')
 TIMEOUT = 400
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def summaries(text):
@@ -211,15 +212,6 @@ def test_sigkill_mid_epoch_then_resume(cli_runs, capsys, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # in-process runs
 # --------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One torch thread, as the subprocesses (stable timing on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def call_main(argv, capsys):
     capsys.readouterr()
