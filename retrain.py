@@ -39,8 +39,8 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
 from nni_enas import cli, nni_report, runfolder  # noqa: E402
-from nni_enas.architecture import (ArchitectureError, architecture_path, build_network, check_record,  # noqa: E402
-                                   load_architecture)
+from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architecture_path, build_network,  # noqa: E402
+                                   check_record, load_architecture)
 from nni_enas.checkpoints import last_checkpoint  # noqa: E402
 from nni_enas.data import DataError, load_data  # noqa: E402
 from nni_enas.files import write_json_atomic  # noqa: E402
@@ -135,7 +135,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
         cli.fail(f'--cutout {args.cutout}: larger than the {IMAGE_SIDE}x{IMAGE_SIDE} images (at most {IMAGE_SIDE}; '
                  f'the paper uses 16)')
     overrides = final_space_args(space, vars(args))
-    check_record(record, where=str(path), **overrides)      # the labels must fit the final depth
+    # The labels must fit the final depth, and the network must fit in memory.
+    check_record(record, where=str(path), max_parameters=MAX_PARAMETERS, **overrides)
     return args, record, overrides
 
 

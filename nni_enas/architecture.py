@@ -36,7 +36,8 @@ from .micro import MicroSpace
 
 __all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
            'load_architecture', 'architecture_path', 'build_space', 'build_network', 'check_arch', 'check_record',
-           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES']
+           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'MAX_PARAMETERS', 'estimate_parameters',
+           'count_parameters']
 
 FORMAT = 'nni-enas/1'
 SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
@@ -124,6 +125,43 @@ def build_network(record: dict[str, Any], **space_overrides) -> nn.Module:
         return cls(**{**record.get('space_args', {}), **space_overrides})
 
 
+MAX_PARAMETERS = 10**9     # 4 GB of float32 weights: a typo in a file, not a network to train
+
+
+def estimate_parameters(record: dict[str, Any], **space_overrides) -> int:
+    """The parameters of ``build_network(record, **space_overrides)``, without building it at its width.
+
+    Every weight of our networks is a product of at most two widths proportional to ``channels``
+    (convolutions), one (BatchNorm, classifier) or none, so the count is a quadratic in
+    ``channels``: three narrow networks (2, 4 and 6 channels) give it exactly.
+    """
+    counts = [count_parameters(build_network(record, **{**space_overrides, 'channels': w})) for w in (2, 4, 6)]
+    a = (counts[2] - 2 * counts[1] + counts[0]) / 8
+    b = (counts[1] - counts[0] - 12 * a) / 2
+    d = counts[0] - 4 * a - 2 * b
+    c = {**record.get('space_args', {}), **space_overrides}.get('channels', 2)
+    return round(a * c * c + b * c + d)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Trainable parameters (the auxiliary head included)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_parameters: int) -> str | None:
+    args = {**record.get('space_args', {}), **overrides}
+    c, layers = args.get('channels', 2), args.get('num_layers', 1)
+    # A generous bound first (widths quadruple over the stages, macro merges grow with depth):
+    # files at sane sizes skip the estimate's three narrow builds.
+    bound = 100 * layers * args.get('num_nodes', 1) * (4 * c) ** 2 + 8 * c * args.get('num_classes', 10) + 10**6
+    if bound <= max_parameters:
+        return None
+    estimate = estimate_parameters(record, **overrides)
+    if estimate > max_parameters:
+        return f'the network would have {estimate:,} parameters, more than {max_parameters:,}'
+    return None
+
+
 def _range_problems(args: dict[str, Any]) -> list[str]:
     problems = []
     for key, (kind, low, high) in SPACE_ARG_RANGES.items():
@@ -137,8 +175,10 @@ def _range_problems(args: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_record(record: Any, where: str = 'architecture', **overrides) -> None:
-    """Raise :class:`ArchitectureError` naming every problem of ``record``."""
+def check_record(record: Any, where: str = 'architecture', *, max_parameters: int | None = None,
+                 **overrides) -> None:
+    """Raise :class:`ArchitectureError` naming every problem of ``record`` (at ``overrides`` of its space
+    arguments); with ``max_parameters``, also a network larger than that."""
     if not isinstance(record, dict):
         raise ArchitectureError(f'{where}: not a JSON object')
     problems = []
@@ -161,6 +201,8 @@ def check_record(record: Any, where: str = 'architecture', **overrides) -> None:
             problems.append(f'bad space_args: {e}')
         else:
             problems += check_arch(space, record['arch'])
+    if not problems and max_parameters is not None:
+        problems += filter(None, [_size_problem(record, overrides, max_parameters)])
     if problems:
         raise ArchitectureError(f'{where}: ' + '; '.join(problems))
 

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
+from .architecture import count_parameters
 from .data import BatchLoader, ImageTensors
 
 __all__ = ['final_space_args', 'count_parameters', 'ShardedBatches', 'RetrainData',
@@ -38,11 +39,6 @@ def final_space_args(space: str, settings: dict[str, Any]) -> dict[str, Any]:
         args['auxiliary'] = settings.get('aux_weight', 0.0) > 0
         args['drop_path_prob'] = settings.get('drop_path_prob', 0.0)
     return args
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Trainable parameters (the auxiliary head included)."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 class _EpochSampler:

@@ -245,6 +245,7 @@ def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),
         (['--arc', 'paper-macro', '--layers', '12'], "unknown labels 'layer_12/op'"),
         (['--arc', 'paper-micro', '--lr-min', '0.1'], '--lr-min 0.1 is larger than --lr-max 0.05'),
+        (['--arc', 'paper-macro', '--channels', '1024'], 'the network would have 3,512,667,136 parameters, more than 1,000,000,000'),   # ~31M x (1024/96)^2
         (['--arc', 'paper-micro', '--cutout', '100'], '--cutout 100: larger than the 32x32 images'),
         (['--arc', 'paper-micro', '--seed', str(2**32)], 'argument --seed: expected an integer from 0 to 4294967295'),
         (['--arc', 'paper-micro', '--dataset', 'imagefolder', '--data-dir', str(tmp_path / 'no-data')],
