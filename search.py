@@ -229,6 +229,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
     run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
                                             prefix=f'search-{args.search_for}', root=trial_dir or 'runs')
+    try:
+        return _search(args, train, valid, device, run_dir, checkpoint, done)
+    finally:
+        lock.release()
+
+
+def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, checkpoint: Path | None, done: int) -> int:
+    """Build the space and the ENAS trainer, fit, and say how it ended."""
     export_paths = [run_dir / EXPORT_NAME]
     if Path(args.export).resolve() != export_paths[0].resolve():
         export_paths.append(Path(args.export))
@@ -240,19 +248,18 @@ def _main(argv: Sequence[str] | None) -> int:
 
     space = build_space(args, train.num_classes)
     monitor = SearchMonitor(space, args, run_dir, export_paths)
-    trainer = _enas_trainer(args, space, device, train, valid, run_dir, monitor)
-    how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), trainer.stop)
-    status = runcontrol.fit_ending(how, trainer.stop, command=COMMAND, run_dir=run_dir, loss='child loss',
+    trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitor)
+    how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
+    status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
                                    epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths)
     if status is None:
         _report_done(args, monitor, export_paths)
-    lock.release()
     return cli.EXIT_OK if status is None else status
 
 
 def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir: Path,
-                  monitor: SearchMonitor) -> EnasTrainer:
-    """The ENAS trainer of the settings, with the run's callbacks (``.stop`` is the stop watcher)."""
+                  monitor: SearchMonitor) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
+    """The ENAS trainer of the settings with the run's callbacks, and the stop watcher among them."""
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
     reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
     bar = runcontrol.want_progress_bar(args.progress_bar)
@@ -270,14 +277,12 @@ def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir
         candidate_batches=args.candidate_batches, reward_train_mode=args.reward_train_mode,
         callbacks=callbacks,
         trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
-    trainer.stop = stop
-    return trainer
+    return trainer, stop
 
 
 def _report_done(args: argparse.Namespace, monitor: SearchMonitor, export_paths: list[Path]) -> None:
     last = monitor.last or {}
     export = str(Path(args.export).resolve())
-    # NNI's trial detail shows the final result's 'default' and the trial's log: say it in both.
     nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')), 'export': export},
                             'mean_reward')
     cli.say(f'done: {_epochs(args.epochs)}; the best architecture of the last epoch (reward '
