@@ -1,4 +1,4 @@
-"""Tests of ``search.py``, the ENAS search command line (and ``nni_enas/cli.py`` through it).
+"""Tests of ``search.py``, the ENAS search command line (and the shared plumbing, cli.py, runfolder.py, runcontrol.py, checkpoints.py, through it).
 
 Five runs are real subprocesses, started together by the ``cli_runs`` fixture so that their
 start-up (importing torch, NNI and Lightning: ~10 s each) overlaps: the two spaces end to end,
