@@ -1,4 +1,5 @@
-"""Tests of ``search.py``, the ENAS search command line (and the shared plumbing, cli.py, runfolder.py, runcontrol.py, checkpoints.py, through it).
+"""Tests of ``search.py``, the ENAS search command line, and through it of the shared plumbing
+(``cli.py``, ``runfolder.py``, ``runcontrol.py``, ``checkpoints.py``).
 
 Five runs are real subprocesses, started together by the ``cli_runs`` fixture so that their
 start-up (importing torch, NNI and Lightning: ~10 s each) overlaps: the two spaces end to end,
