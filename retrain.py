@@ -8,8 +8,8 @@
     python3 retrain.py --arc paper-micro --devices 4 --batch-size 36   # 4 GPUs, the paper's global batch
     python3 retrain.py --resume runs/retrain-paper-micro-20250101-120000
 
-The network is built through NNI: load_architecture(--arc) -> build_space(record, final overrides)
--> space.freeze(record['arch']), with the final widths of nni_enas/paper.py (FINAL): macro 96
+The network is built through NNI: load_architecture(--arc) -> build_network(record, final widths),
+the space's class constructed under NNI's model_context(arch), with the final widths of nni_enas/paper.py (FINAL): macro 96
 channels, dropout 0.5, the file's own depth; micro 15 normal cells, 36 channels, dropout 0.2,
 auxiliary head (weight 0.4), drop path 0.4. It is trained on the whole training set (CIFAR-10:
 50k images; pad-4 crops and flips, optional cutout) with Nesterov SGD, cosine warm restarts
@@ -31,30 +31,31 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nni_enas import cli  # first: also hides library noise emitted while importing the rest
+from nni_enas import runcontrol  # first: also hides library noise emitted while importing the rest
 
-cli.quiet_library_noise()
+runcontrol.quiet_library_noise()
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from nni_enas import nni_report  # noqa: E402
-from nni_enas.architecture import ArchitectureError, build_space, load_architecture, write_json_atomic  # noqa: E402
+from nni_enas import cli, nni_report, runfolder  # noqa: E402
+from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architecture_path, build_network,  # noqa: E402
+                                   check_record, load_architecture)
+from nni_enas.checkpoints import last_checkpoint  # noqa: E402
 from nni_enas.data import DataError, load_data  # noqa: E402
-from nni_enas.paper import FINAL, PAPER_RESULTS  # noqa: E402
+from nni_enas.files import write_json_atomic  # noqa: E402
+from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
 from nni_enas.recipe import ChildTraining, enas_sgd  # noqa: E402
-from nni_enas.retraining import (ReplicaHashes, RetrainData, count_parameters, final_space_args,  # noqa: E402
-                                 weights_sha256)
+from nni_enas.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
 
+COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'
-# Settings taken from paper.FINAL[space] when not given (the flag is the key with '-' for '_').
-PAPER_KEYS = ('epochs', 'batch_size', 'layers', 'channels', 'dropout', 'lr_max', 'lr_min', 'weight_decay',
-              'grad_clip', 'aux_weight', 'drop_path_prob', 'cutout')
+# Settings taken from paper.FINAL[space] when not given: one flag each (paper.FINAL_FLAGS).
+PAPER_KEYS = cli.paper_keys(FINAL_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
-RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'devices', 'compile', 'progress_bar'}
-# A data-parallel run's first process tells the processes Lightning starts where its run folder is.
-RUN_DIR_ENV = 'NNI_ENAS_RETRAIN_RUN_DIR'
+RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'devices', 'progress_bar'}
 PRECISIONS = ('auto', '32', 'bf16-mixed', '16-mixed')
+IMAGE_SIDE = 32       # every dataset's images (image folders are resized to it)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,8 +63,9 @@ PRECISIONS = ('auto', '32', 'bf16-mixed', '16-mixed')
 # --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options: the architecture, the paper's final recipe (paper.FINAL_FLAGS), speed, data, run."""
     p = cli.ArgumentParser(
-        prog='retrain.py',
+        prog=COMMAND,
         description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
         epilog='Defaults marked "macro X / micro Y" are the paper\'s final recipe (nni_enas/paper.py, FINAL), '
                'picked by the space of --arc; every one can be overridden.\n\n'
@@ -73,32 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                '--devices 4 --batch-size 36 (micro, 4 x 36 = 144) or --devices 2 --batch-size 50 (macro) with\n'
                'the default learning rates. If you keep the per-device batch instead, scale --lr-max and\n'
                '--lr-min by N (the linear scaling rule). BatchNorm statistics are per device.\n\n'
-               'Exit status: 0 done, 1 failed (e.g. NaN loss), 2 bad input, 130 stopped by Ctrl-C.')
-
-    def paper(key: str, text: str) -> str:
-        return f'{text} ({cli.paper_default(FINAL, key)})'
-
+               'Exit status: 0 done, 1 failed (e.g. NaN loss), 2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to train')
     g.add_argument('--arc', metavar='PATH|NAME', default=None,
                    help='the architecture: a file exported by search.py, or a shipped one: paper-macro, '
                         'paper-micro (nni_enas/architectures/); required unless --resume')
-    g.add_argument('--layers', type=cli.positive_int, help=paper(
-        'layers', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless given '
-        '(a macro architecture only exists at its depth)'))
-    g.add_argument('--channels', type=cli.int_at_least(2), help=paper(
-        'channels', 'width of the first stage (doubles at each reduction)'))
-    g.add_argument('--dropout', type=cli.fraction, help=paper('dropout', 'dropout before the classifier'))
-    g.add_argument('--aux-weight', type=cli.non_negative_float, help=paper(
-        'aux_weight', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'))
-    g.add_argument('--drop-path-prob', type=cli.fraction, help=paper(
-        'drop_path_prob', 'micro: drop-path probability of the last cell at the end of training '
-                          '(scaled by depth and training progress)'))
-
-    g = cli.add_sgd_options(p, paper, title='training recipe', epochs_help='training epochs',
-                            batch_help='training minibatch size per device',
-                            weight_decay_help='SGD weight decay (the TF code\'s L2 2e-4 on the loss)')
-    g.add_argument('--cutout', type=cli.non_negative_int, help=paper(
-        'cutout', 'side of the cutout square in pixels, 0 = off; 16 for the paper\'s "+ CutOut" row'))
+    cli.add_paper_flags(p, FINAL, FINAL_FLAGS, groups={'what to train': g})
 
     g = p.add_argument_group('speed')
     g.add_argument('--devices', type=cli.positive_int, default=1, metavar='N',
@@ -107,45 +89,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--precision', choices=PRECISIONS, default='auto',
                    help='arithmetic: auto = bf16-mixed on a CUDA GPU that supports it, else 32; 16-mixed needs '
                         'CUDA (default: %(default)s)')
-    g.add_argument('--compile', action=argparse.BooleanOptionalAction, default=False,
-                   help='compile the network with torch.compile on a CUDA GPU (minutes of start-up, faster '
-                        'epochs); ignored on the CPU (default: off)')
 
     cli.add_data_options(p, cifar10_use='all 50k training images, evaluated on the 10k test images')
-
-    cli.add_run_options(
+    g = cli.add_run_options(
         p, device_note='; on CUDA the data lives on the GPU and the network is channels-last',
         output_holds='result.json', run_name='retrain-<arc>',
-        resume_note=', exactly as if it had not stopped; only --epochs (to extend: the micro drop-path schedule '
-                    'then stretches to the new length), --device, --devices, --compile and --progress-bar may '
-                    'be changed')
+        resume_note=f', exactly as if it had not stopped; only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be '
+                    f'changed (--epochs to extend: the micro drop-path schedule then stretches to the new length)')
+    # How the first process of a data-parallel run starts the others (Lightning re-runs the command
+    # line): each rank reads the settings from the run folder, so all ranks train the same network.
+    g.add_argument('--rank-of', metavar='RUN_DIR', default=None, help=argparse.SUPPRESS)
     return p
-
-
-def _launched_run_dir() -> Path | None:
-    """In a process that Lightning started for data-parallel rank > 0: the first process's run folder."""
-    if int(os.environ.get('LOCAL_RANK', '0')) > 0 and os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
-    return None
 
 
 def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any]]:
     """Parse, apply NNI tuner parameters, fill the paper's defaults, check the architecture.
 
-    Returns ``(args, record, space_overrides)``; bad input fails with exit status 2.
+    Returns ``(args, record, space_overrides)``; bad input fails with exit status 2. The file is
+    read once and validated once, at the final widths.
     """
     parser = build_parser()
-    launched = _launched_run_dir()
-    if launched is not None:        # rank > 0: exactly the first process's settings
-        args = argparse.Namespace(**cli.load_settings(launched))
+    args, explicit = cli.parse_args_explicit(parser, argv)
+    if args.rank_of:        # a data-parallel rank > 0: exactly the first process's settings
+        args = argparse.Namespace(**{**runfolder.load_settings(args.rank_of), 'rank_of': args.rank_of})
     else:
-        args, explicit = cli.parse_args_explicit(parser, argv)
         explicit |= set(nni_report.apply_tuner_parameters(args, parser))
         if args.resume:
-            args = cli.resume_settings(args, explicit, RESUME_MAY_CHANGE)
+            args = runfolder.resume_settings(args, explicit, RESUME_MAY_CHANGE, COMMAND)
         elif args.arc is None:
             cli.fail('--arc PATH|paper-macro|paper-micro is required (or --resume RUN_DIR)')
-    record = load_architecture(args.arc)
+    record = load_architecture(args.arc, validate=False)
+    path = architecture_path(args.arc)
     if Path(args.arc).is_file():
         args.arc = str(Path(args.arc).resolve())   # the settings must find it again on --resume
     space = record['space']
@@ -157,8 +131,12 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
                          f'({args.arc} is a macro architecture)')
     if args.lr_min > args.lr_max:
         cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
+    if args.cutout > IMAGE_SIDE:
+        cli.fail(f'--cutout {args.cutout}: larger than the {IMAGE_SIDE}x{IMAGE_SIDE} images (at most {IMAGE_SIDE}; '
+                 f'the paper uses 16)')
     overrides = final_space_args(space, vars(args))
-    record = load_architecture(args.arc, **overrides)      # the labels must fit the final depth
+    # The labels must fit the final depth, and the network must fit in memory.
+    check_record(record, where=str(path), max_parameters=MAX_PARAMETERS, **overrides)
     return args, record, overrides
 
 
@@ -258,9 +236,12 @@ class RetrainMonitor(pl.Callback):
         if not trainer.is_global_zero:
             return
         if trainer.logger is not None:
-            trainer.logger.log_metrics({f'retrain/{k}': v for k, v in summary.items() if math.isfinite(v)}, step=epoch)
+            # The module logs child_loss/child_acc/test_loss/test_acc itself (Lightning); the rest is ours.
+            duplicates = ('train_loss', 'train_acc', 'test_loss', 'test_acc')
+            trainer.logger.log_metrics({f'retrain/{k}': v for k, v in summary.items()
+                                        if math.isfinite(v) and k not in duplicates}, step=epoch)
         nni_report.report_epoch(summary, 'test_acc')
-        cli.print_line(trainer, (
+        runcontrol.print_line(trainer, (
             f'epoch {epoch}/{trainer.max_epochs}  train loss {summary["train_loss"]:.3f} '
             f'acc {summary["train_acc"]:.3f}  test loss {summary["test_loss"]:.3f} acc {test_acc:.4f} '
             f'(error {100 * (1 - test_acc):.2f}%, best {self.best_acc:.4f} @{self.best_epoch})  '
@@ -275,69 +256,54 @@ def _arc_name(arc: str) -> str:
     return Path(arc).stem if Path(arc).suffix == '.json' else Path(arc).name
 
 
-def _run_dir(args: argparse.Namespace, launched: Path | None, trial_dir: str | None) -> tuple[Path, Path | None]:
-    """``(run folder, checkpoint to resume from)``; fails on a finished run or a taken folder.
-
-    Nothing is created yet (see :func:`_start_run_dir`)."""
-    if launched is not None:                    # a process Lightning started: the first one's folder
-        return launched, cli.last_checkpoint(launched) if args.resume else None
-    run_dir, checkpoint, _ = cli.check_run_dir(args, 'train')
-    return run_dir or Path(trial_dir or 'runs') / f'retrain-{_arc_name(args.arc)}-<time>', checkpoint
-
-
-def _start_run_dir(args: argparse.Namespace, argv, run_dir: Path, checkpoint: Path | None,
-                   trial_dir: str | None) -> Path:
-    """Create the run folder (or update a resumed one) and write its settings."""
-    if checkpoint is not None:
-        cli.save_settings(run_dir, args, argv, resumed_after=cli.checkpoint_epoch(checkpoint))
-        return run_dir
-    if args.output:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = cli.new_run_dir(f'retrain-{_arc_name(args.arc)}', trial_dir or 'runs')
-    args.output = str(run_dir)
-    cli.save_settings(run_dir, args, argv)
-    return run_dir
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args, record, overrides = parse(argv)
-    launched = _launched_run_dir()
-    lead = launched is None        # the first (or only) process writes files and prints
+    lead = args.rank_of is None        # the first (or only) process writes files and prints
     device = cli.resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     trainer_devices = lightning_devices(device, args.devices)
-    world = args.devices
-    if argv is not None and world > 1 and list(argv) != sys.argv[1:]:
+    if argv is not None and args.devices > 1 and list(argv) != sys.argv[1:]:
         cli.fail('--devices > 1 needs retrain.py run as a script: Lightning starts the other processes '
-                 'with the same command line')
+                 'with a command line')
     trial_dir = nni_report.trial_output_dir()
-    run_dir, checkpoint = _run_dir(args, launched, trial_dir)
-
-    # Data before the run folder: bad data stops here with nothing written.
-    cli.seed_everything(args.seed)
+    if lead:    # every check before any work: the run folder, then the data
+        run_dir, checkpoint, _ = runfolder.check_run_dir(args, COMMAND)
+        if run_dir is None:
+            runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
+    else:
+        run_dir = Path(args.rank_of)
+        checkpoint = last_checkpoint(run_dir, COMMAND) if args.resume else None
+    pl.seed_everything(args.seed, verbose=False)
     train, test = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
                             seed=args.seed)
+    lock = None
     if lead:
-        run_dir = _start_run_dir(args, argv, run_dir, checkpoint, trial_dir)
+        run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
+                                                prefix=f'retrain-{_arc_name(args.arc)}', root=trial_dir or 'runs')
+    try:
+        return _retrain(args, record, overrides, train, test, device, precision, trainer_devices, run_dir,
+                        checkpoint, lead)
+    finally:
+        if lock is not None:
+            lock.release()
 
-    # The network, through NNI: the space with the final widths, frozen to the architecture.
-    space = build_space(record, **overrides, num_classes=train.num_classes)
-    net = space.freeze(record['arch'])
+
+def _retrain(args, record, overrides, train, test, device, precision, trainer_devices, run_dir: Path,
+             checkpoint: Path | None, lead: bool) -> int:
+    """Build the network and the Lightning pieces, fit, and say how it ended."""
+    world = args.devices
+    # The network, through NNI: the space's class at the final widths, under the architecture.
+    net = build_network(record, **overrides, num_classes=train.num_classes)
     params = count_parameters(net)
     if device.type == 'cuda':
         net = net.to(memory_format=torch.channels_last)
     elif world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if args.compile and device.type == 'cuda':
-        net.compile()       # in place: the checkpoint's keys stay those of the plain network
-    elif args.compile and lead:
-        cli.say('note: --compile is ignored on the CPU (compiling takes longer there than it saves)')
 
     # The recipe: the same ChildTraining the search trains its child models with.
     steps_per_epoch = math.ceil(math.ceil(len(train) / world) / args.batch_size)
     lr_max, lr_min, wd = args.lr_max, args.lr_min, args.weight_decay
-    drop_path = space.name == 'micro' and args.drop_path_prob > 0
+    drop_path = record['space'] == 'micro' and args.drop_path_prob > 0
     module = ChildTraining(
         optimizer=lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
         aux_weight=args.aux_weight, drop_path_steps=args.epochs * steps_per_epoch if drop_path else None)
@@ -347,60 +313,59 @@ def _main(argv: Sequence[str] | None) -> int:
 
     monitor = RetrainMonitor(images_per_epoch=math.ceil(len(train) / world) * world)
     replicas = ReplicaHashes()
-    stop = cli.StopWatcher()
-    bar = cli.want_progress_bar(args.progress_bar)
-    callbacks = [cli.EpochProgressBar(after_last_step='(last step + test set)')] if bar else []
-    callbacks += [monitor, replicas, cli.RngStateCallback(), stop, cli.checkpoint_callback(run_dir)]
+    bar = runcontrol.want_progress_bar(args.progress_bar)
+    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor, replicas], progress_bar=bar,
+                                               after_last_step='(last step + test set)',
+                                               rename={'child_loss': 'train_loss', 'child_acc': 'train_acc'})
     trainer = pl.Trainer(
         max_epochs=args.epochs, precision=precision, gradient_clip_val=args.grad_clip or None,
         gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50,
         benchmark=device.type == 'cuda', callbacks=callbacks, **trainer_devices,
-        **cli.lightning_trainer_kwargs(run_dir, progress_bar=bar))
+        **runcontrol.trainer_kwargs(run_dir, settings=vars(args) if lead else None, progress_bar=bar))
 
     # The paper's figures are only comparable at the shipped file's own (final) settings.
+    space_args = dict(net.args)
     paper = PAPER_RESULTS.get(_arc_name(args.arc))
-    if paper is not None and dict(space.args) != {**record['space_args'], 'num_classes': train.num_classes}:
+    if paper is not None and space_args != {**record['space_args'], 'num_classes': train.num_classes}:
         paper = None
     if lead:
-        cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} ({space.name}, '
-                f'{_describe_space(space.args)}): {params:,} parameters'
+        cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} ({record["space"]}, '
+                f'{_describe_space(space_args)}): {params:,} parameters'
                 + (f' (paper: {paper["params_m"]}M)' if paper else '')
                 + f'; {_epochs(args.epochs)} on {args.dataset} ({len(train)} train / {len(test)} test images), '
                   f'{describe_device(device, world)}, precision {precision}; run folder {run_dir}')
-    if lead and world > 1:
-        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())     # for the processes Lightning starts
-    try:
-        how = cli.fit_watched(
-            lambda: trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None), stop)
-    finally:
-        if lead:
-            os.environ.pop(RUN_DIR_ENV, None)
-    if how == 'nonfinite':
-        cli.say(f'error: the training loss became NaN/inf in epoch {trainer.current_epoch + 1}/{args.epochs}; '
-                f'stopped ({_saved_state(run_dir)}); try a lower --lr-max', file=sys.stderr)
-        return cli.EXIT_FAILED
-    if how:
-        if lead:
-            resume = (f'Continue with: python3 retrain.py --resume {run_dir}'
-                      if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'Start it again to retrain')
-            cli.say(f'\n{how}: stopped in epoch {stop.epoch}/{args.epochs}; {_saved_state(run_dir)}. {resume}',
-                    file=sys.stderr)
-        return stop.exit_status
+    how = runcontrol.fit_watched(lambda: _fit(trainer, module, data, checkpoint, run_dir, world), stop)
+    status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='training loss',
+                                   epoch=trainer.current_epoch + 1, epochs=args.epochs, lead=lead)
+    if status is not None:
+        return status
     if lead:
-        _finish(args, space, params, trainer, monitor, replicas.hashes or [weights_sha256(net)], paper,
-                run_dir, describe_device(device, world), precision)
+        _finish(args, record['space'], space_args, params, trainer, monitor, replicas.hashes or [weights_sha256(net)],
+                paper, run_dir, describe_device(device, world), precision)
     return cli.EXIT_OK
 
 
-def _finish(args, space, params: int, trainer: pl.Trainer, monitor: RetrainMonitor, hashes: list[str],
-            paper: dict | None, run_dir: Path, device: str, precision: str) -> None:
+def _fit(trainer: pl.Trainer, module, data, checkpoint: Path | None, run_dir: Path, world: int) -> None:
+    """``trainer.fit``; with several processes, Lightning starts the others with ``--rank-of RUN_DIR``."""
+    argv = sys.argv
+    if world > 1 and trainer.is_global_zero:
+        sys.argv = [argv[0], '--rank-of', str(run_dir.resolve())]
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if checkpoint else None)
+    finally:
+        sys.argv = argv
+
+
+def _finish(args, space: str, space_args: dict[str, Any], params: int, trainer: pl.Trainer,
+            monitor: RetrainMonitor, hashes: list[str], paper: dict | None, run_dir: Path, device: str,
+            precision: str) -> None:
     """Write result.json, report the final result to NNI, say it."""
     last = monitor.last
     paper_error = None
     if paper:
         paper_error = paper.get('test_error_cutout') if args.cutout else paper['test_error']
     result = {
-        'architecture': args.arc, 'space': space.name, 'space_args': dict(space.args), 'parameters': params,
+        'architecture': args.arc, 'space': space, 'space_args': space_args, 'parameters': params,
         'test_acc': last.get('test_acc'), 'test_error': last.get('test_error'),
         'best_test_acc': monitor.best_acc, 'best_epoch': monitor.best_epoch,
         'epochs': trainer.current_epoch, 'wall_seconds': round(monitor.wall_seconds, 1),
@@ -430,13 +395,6 @@ def _epochs(n: int) -> str:
 def _describe_space(space_args: dict[str, Any]) -> str:
     keys = ('num_layers', 'channels', 'dropout', 'auxiliary', 'drop_path_prob')
     return ', '.join(f'{k} {space_args[k]}' for k in keys if k in space_args)
-
-
-def _saved_state(run_dir: Path) -> str:
-    checkpoint = run_dir / 'checkpoints' / 'last.ckpt'
-    if not checkpoint.is_file():
-        return 'no epoch was completed, so nothing was saved'
-    return f'the checkpoint after epoch {cli.checkpoint_epoch(checkpoint)} is {checkpoint}'
 
 
 def main(argv: Sequence[str] | None = None) -> int:

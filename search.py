@@ -21,7 +21,6 @@ epoch's checkpoint and export; --resume continues from there.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -31,23 +30,17 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch.nn as nn
 
-from nni_enas import cli, nni_report
-from nni_enas.architecture import architecture_record, save_architecture, write_json_atomic
+from nni_enas import cli, nni_report, runcontrol, runfolder
+from nni_enas.architecture import SPACES, architecture_record, save_architecture, write_json_atomic
 from nni_enas.data import BatchLoader, DataError, load_data
-from nni_enas.macro import MacroSpace
-from nni_enas.micro import MicroSpace
-from nni_enas.paper import SEARCH, controller_kwargs
+from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
 from nni_enas.recipe import accuracy, enas_sgd
 from nni_enas.trainer import EnasTrainer
 
-SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
+COMMAND = 'search.py'
 EXPORT_NAME = 'exported.json'
-
-# Settings taken from paper.SEARCH[space] when not given (the flag is the key with '-' for '_').
-PAPER_KEYS = ('epochs', 'batch_size', 'layers', 'channels', 'nodes', 'dropout', 'lr_max', 'lr_min',
-              'weight_decay', 'grad_clip', 'ctrl_lr', 'ctrl_steps', 'ctrl_steps_aggregate',
-              'entropy_weight', 'skip_weight', 'skip_target', 'baseline_decay', 'tanh_constant',
-              'op_tanh_reduce', 'lstm_size', 'reward_train_mode')
+# Settings taken from paper.SEARCH[space] when not given: one flag each (paper.SEARCH_FLAGS).
+PAPER_KEYS = cli.paper_keys(SEARCH_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
 RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'export', 'workers', 'progress_bar'}
 
@@ -57,51 +50,33 @@ RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'export', 'workers', 'progres
 # --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options: the space, the paper's settings (paper.SEARCH_FLAGS), export, data, run."""
     p = cli.ArgumentParser(
-        prog='search.py',
+        prog=COMMAND,
         description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
         epilog='Defaults marked "macro X / micro Y" are the paper\'s (nni_enas/paper.py, SEARCH); '
                'every one can be overridden.\nExit status: 0 done, 1 failed (e.g. NaN loss), '
                '2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
-
-    def paper(key: str, text: str) -> str:
-        return f'{text} ({cli.paper_default(SEARCH, key)})'
-
     g = p.add_argument_group('what to search')
     g.add_argument('--search-for', choices=sorted(SPACES), default=None,
                    help='the search space: macro (a whole network, layer by layer) or micro (a normal '
                         'and a reduction cell); required unless --resume')
-    g.add_argument('--layers', type=cli.positive_int, help=paper(
-        'layers', 'macro: number of layers; micro: normal cells (2 per stage in search)'))
-    g.add_argument('--channels', type=cli.int_at_least(2), help=paper('channels', 'width of the first stage'))
-    g.add_argument('--nodes', type=cli.positive_int, help=paper('nodes', 'micro only: computational nodes per cell'))
-    g.add_argument('--dropout', type=cli.fraction, help=paper('dropout', 'dropout before the classifier'))
+    cli.add_paper_flags(p, SEARCH, SEARCH_FLAGS, groups={'what to search': g})
+    _add_export_options(p)
+    g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper')
+    g.add_argument('--valid-size', type=cli.positive_int, default=5000, metavar='N',
+                   help='images split off the end of the training set for the controller\'s rewards '
+                        '(10%% if the set is not larger) (default: %(default)s)')
+    g = cli.add_run_options(
+        p, device_note='', output_holds='the export', run_name='search-<space>',
+        resume_note=f'; only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be changed (--epochs to extend)')
+    g.add_argument('--workers', type=cli.non_negative_int, default=0,
+                   help='accepted for NNI 2.x command lines and ignored: batches are built in memory on the '
+                        'device, no worker processes are needed (default: %(default)s)')
+    return p
 
-    cli.add_sgd_options(p, paper, title='shared weights (child models)', epochs_help='search epochs',
-                        batch_help='minibatch size of the child steps and the reward batches')
 
-    g = p.add_argument_group('controller')
-    g.add_argument('--ctrl-lr', type=cli.positive_float, help=paper('ctrl_lr', 'Adam learning rate'))
-    g.add_argument('--ctrl-steps', type=cli.positive_int, help=paper('ctrl_steps', 'controller updates per epoch'))
-    g.add_argument('--ctrl-steps-aggregate', type=cli.positive_int, help=paper(
-        'ctrl_steps_aggregate', 'sampled children averaged into one update'))
-    g.add_argument('--entropy-weight', type=cli.non_negative_float, help=paper(
-        'entropy_weight', 'entropy bonus added to the reward'))
-    g.add_argument('--skip-weight', type=cli.non_negative_float, help=paper(
-        'skip_weight', 'weight of the skip penalty (KL from --skip-target)'))
-    g.add_argument('--skip-target', type=cli.fraction, help=paper(
-        'skip_target', 'target probability of a skip connection'))
-    g.add_argument('--baseline-decay', type=cli.fraction, help=paper(
-        'baseline_decay', 'decay of the moving-average reward baseline'))
-    g.add_argument('--tanh-constant', type=cli.positive_float, help=paper(
-        'tanh_constant', 'logits become c*tanh(logits)'))
-    g.add_argument('--op-tanh-reduce', type=cli.positive_float, help=paper(
-        'op_tanh_reduce', 'op decisions use tanh-constant / this'))
-    g.add_argument('--lstm-size', type=cli.positive_int, help=paper('lstm_size', 'controller LSTM units'))
-    g.add_argument('--reward-train-mode', action=argparse.BooleanOptionalAction, default=None,
-                   help=paper('reward_train_mode', 'score rewards with batch-statistics BN and dropout on '
-                                                   '(TF micro) instead of inference mode (TF macro)'))
-
+def _add_export_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('export')
     g.add_argument('--num-candidates', type=cli.positive_int, default=100,
                    help='architectures sampled from the controller after each epoch; the best one on the '
@@ -112,19 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f'where to write the exported architecture after every epoch (default: '
                         f'{EXPORT_NAME} in the working folder; in an NNI trial, in the trial\'s folder); '
                         f'always also written to the run folder')
-
-    g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper')
-    g.add_argument('--valid-size', type=cli.positive_int, default=5000, metavar='N',
-                   help='images split off the end of the training set for the controller\'s rewards '
-                        '(10%% if the set is not larger) (default: %(default)s)')
-
-    g = cli.add_run_options(
-        p, device_note='', output_holds='the export', run_name='search-<space>',
-        resume_note='; only --epochs (to extend), --device and --export may be changed')
-    g.add_argument('--workers', type=cli.non_negative_int, default=0,
-                   help='accepted for NNI 2.x command lines and ignored: batches are built in memory on the '
-                        'device, no worker processes are needed (default: %(default)s)')
-    return p
 
 
 def _settings_for(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +100,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
     args, explicit = cli.parse_args_explicit(parser, argv)
     explicit |= set(nni_report.apply_tuner_parameters(args, parser))
     if args.resume:
-        args = cli.resume_settings(args, explicit, RESUME_MAY_CHANGE)
+        args = runfolder.resume_settings(args, explicit, RESUME_MAY_CHANGE, COMMAND)
     elif args.search_for is None:
         cli.fail('--search-for macro|micro is required (or --resume RUN_DIR)')
     else:
@@ -199,7 +161,7 @@ class SearchMonitor(pl.Callback):
             'child_loss': metrics.get('child_loss', float('nan')), 'child_acc': metrics.get('child_acc', float('nan')),
             'mean_reward': stats.get('reward', float('nan')), 'baseline': stats.get('baseline', float('nan')),
             'entropy': stats.get('entropy', float('nan')), 'ctrl_loss': stats.get('loss', float('nan')),
-            'skip_rate': stats.get('skip_rate', 0.0), 'best_reward': best_reward, 'lr': self._lr,
+            'skip_rate': stats.get('skip_rate'), 'best_reward': best_reward, 'lr': self._lr,
             'seconds': seconds, 'child_seconds': stats.get('child_seconds', float('nan')),
             'ctrl_seconds': stats.get('seconds', float('nan')), 'export_seconds': export_seconds,
             'images_per_s': stats.get('images_per_s', float('nan')),
@@ -209,20 +171,22 @@ class SearchMonitor(pl.Callback):
         nni_report.report_epoch(summary, 'mean_reward')
 
         self.has_skips = self.has_skips or any(module.controller.is_skip(d.label) for d in module.controller.decisions)
-        skip = f'  skip {summary["skip_rate"]:.2f}' if self.has_skips else ''
+        skip = f'  skip {summary["skip_rate"]:.2f}' if self.has_skips and summary['skip_rate'] is not None else ''
         line = (f'epoch {epoch}/{trainer.max_epochs}  child loss {summary["child_loss"]:.3f} '
                 f'acc {summary["child_acc"]:.3f}  reward {summary["mean_reward"]:.3f} '
                 f'baseline {summary["baseline"]:.3f}  entropy {summary["entropy"]:.2f}{skip}  '
                 f'best {best_reward:.3f}  {seconds:.1f}s (child {summary["child_seconds"]:.1f}s '
                 f'{summary["images_per_s"]:.0f} img/s, controller {summary["ctrl_seconds"]:.1f}s, '
                 f'export {export_seconds:.1f}s)')
-        cli.print_line(trainer, line)
+        runcontrol.print_line(trainer, line)
 
     @staticmethod
     def _log_tensorboard(trainer, module, epoch: int, summary: dict[str, float]) -> None:
         if trainer.logger is None:
             return
-        scalars = {f'search/{k}': v for k, v in summary.items() if math.isfinite(v)}
+        # child_loss / child_acc are logged by the module itself (Lightning); the rest is ours.
+        scalars = {f'search/{k}': v for k, v in summary.items()
+                   if v is not None and math.isfinite(v) and k not in ('child_loss', 'child_acc')}
         controller = module.controller
         values = {d.label: d.values for d in controller.decisions}
         for label, probs in controller.choice_probabilities().items():
@@ -239,50 +203,68 @@ class SearchMonitor(pl.Callback):
 # --------------------------------------------------------------------------------------------
 
 def build_space(args: argparse.Namespace, num_classes: int):
+    """The search space of the settings (the one registry: ``architecture.SPACES``)."""
     common = dict(num_layers=args.layers, channels=args.channels, num_classes=num_classes, dropout=args.dropout)
     if args.search_for == 'micro':
-        return MicroSpace(num_nodes=args.nodes, **common)
-    return MacroSpace(**common)
+        common['num_nodes'] = args.nodes
+    return SPACES[args.search_for](**common)
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    cli.quiet_library_noise()
+    runcontrol.quiet_library_noise()
     args, _ = parse(argv)
     device = cli.resolve_device(args.device)
     trial_dir = nni_report.trial_output_dir()     # None outside an NNI trial
 
-    run_dir, checkpoint, done = cli.check_run_dir(args, 'search')
+    # Every check before any work: the run folder, the export path, then the data.
+    run_dir, checkpoint, done = runfolder.check_run_dir(args, COMMAND)
+    if run_dir is None:
+        runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
     if args.export is None:
         args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
-
-    # Data before the run folder: bad data stops here with nothing written.
-    cli.seed_everything(args.seed)
+    runfolder.check_writable(args.export, '--export', folder=False)
+    pl.seed_everything(args.seed, verbose=False)
     train, valid = load_data(args.dataset, args.data_dir, split='search', synthetic_size=args.synthetic_size,
                              valid_size=args.valid_size, seed=args.seed)
-    train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
-    reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
 
-    if args.resume:
-        cli.save_settings(run_dir, args, argv, resumed_after=done)
-        cli.say(f'resuming {run_dir} after epoch {done} of {args.epochs}')
-    else:
-        if args.output:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            run_dir = cli.new_run_dir(f'search-{args.search_for}', trial_dir or 'runs')
-        args.output = str(run_dir)
-        cli.save_settings(run_dir, args, argv)
+    run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
+                                            prefix=f'search-{args.search_for}', root=trial_dir or 'runs')
+    try:
+        return _search(args, train, valid, device, run_dir, checkpoint, done)
+    finally:
+        lock.release()
+
+
+def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, checkpoint: Path | None, done: int) -> int:
+    """Build the space and the ENAS trainer, fit, and say how it ended."""
     export_paths = [run_dir / EXPORT_NAME]
     if Path(args.export).resolve() != export_paths[0].resolve():
         export_paths.append(Path(args.export))
+    if args.resume:
+        cli.say(f'resuming {run_dir} after epoch {done} of {args.epochs}')
+    else:
+        cli.say(f'searching the {args.search_for} space for {_epochs(args.epochs)} on {args.dataset} '
+                f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
 
     space = build_space(args, train.num_classes)
-    settings = _settings_for(args)
     monitor = SearchMonitor(space, args, run_dir, export_paths)
-    stop = cli.StopWatcher()
-    bar = cli.want_progress_bar(args.progress_bar)
-    callbacks = [cli.EpochProgressBar(after_last_step='(last step + controller phase)')] if bar else []
-    callbacks += [monitor, cli.RngStateCallback(), stop, cli.checkpoint_callback(run_dir)]
+    trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitor)
+    how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
+    status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
+                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths)
+    if status is None:
+        _report_done(args, monitor, export_paths)
+    return cli.EXIT_OK if status is None else status
+
+
+def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir: Path,
+                  monitor: SearchMonitor) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
+    """The ENAS trainer of the settings with the run's callbacks, and the stop watcher among them."""
+    train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
+    reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
+    bar = runcontrol.want_progress_bar(args.progress_bar)
+    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor], progress_bar=bar,
+                                               after_last_step='(last step + controller phase)')
     lr_max, lr_min, wd = args.lr_max, args.lr_min, args.weight_decay
     trainer = EnasTrainer(
         space, nn.CrossEntropyLoss(), None, accuracy,
@@ -290,46 +272,27 @@ def _main(argv: Sequence[str] | None) -> int:
         args.epochs, None, batch_size=args.batch_size, workers=0, device=device.type,
         grad_clip=args.grad_clip, entropy_weight=args.entropy_weight, skip_weight=args.skip_weight,
         baseline_decay=args.baseline_decay, ctrl_lr=args.ctrl_lr, ctrl_steps_aggregate=args.ctrl_steps_aggregate,
-        ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(settings),
+        ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(_settings_for(args)),
         dataloaders=(train_loader, reward_loader), num_candidates=args.num_candidates,
         candidate_batches=args.candidate_batches, reward_train_mode=args.reward_train_mode,
-        callbacks=callbacks, trainer_kwargs=cli.lightning_trainer_kwargs(run_dir, progress_bar=bar))
+        callbacks=callbacks,
+        trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
+    return trainer, stop
 
-    if not args.resume:
-        cli.say(f'searching the {args.search_for} space for {args.epochs} epochs on {args.dataset} '
-                f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
-    how = cli.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
-    if how == 'nonfinite':
-        cli.say(f'error: the child loss became NaN/inf in epoch {trainer.trainer.current_epoch + 1}/{args.epochs}; '
-                f'stopped ({_saved_state(run_dir, export_paths)}); try a lower --lr-max', file=sys.stderr)
-        return cli.EXIT_FAILED
-    if how:
-        cli.say(f'\n{how}: stopped in epoch {stop.epoch}/{args.epochs}; {_saved_state(run_dir, export_paths)}. '
-                f'Continue with: python3 search.py --resume {run_dir}', file=sys.stderr)
-        return stop.exit_status
 
+def _report_done(args: argparse.Namespace, monitor: SearchMonitor, export_paths: list[Path]) -> None:
     last = monitor.last or {}
-    nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')),
-                             'export': str(Path(args.export).resolve())}, 'mean_reward')
-    cli.say(f'done: {args.epochs} epochs; the best architecture of the last epoch (reward '
+    export = str(Path(args.export).resolve())
+    nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')), 'export': export},
+                            'mean_reward')
+    cli.say(f'done: {_epochs(args.epochs)}; the best architecture of the last epoch (reward '
             f'{last.get("best_reward", float("nan")):.3f}) is in {args.export}'
             + (f' and {export_paths[0]}' if len(export_paths) > 1 else '')
             + '; retrain it from scratch with retrain.py')
-    return cli.EXIT_OK
 
 
-def _saved_state(run_dir: Path, export_paths: list[Path]) -> str:
-    """Where the last complete epoch's checkpoint and export are (read back from disk)."""
-    checkpoint = run_dir / 'checkpoints' / 'last.ckpt'
-    if not checkpoint.is_file():
-        return 'no epoch was completed, so nothing was saved'
-    try:
-        export_epoch = json.loads(export_paths[0].read_text())['provenance']['epoch']
-    except (OSError, ValueError, KeyError):
-        export_epoch = '?'
-    exports = ' and '.join(str(p) for p in export_paths)
-    return (f'the checkpoint after epoch {cli.checkpoint_epoch(checkpoint)} is {checkpoint}, '
-            f'the export of epoch {export_epoch} is {exports}')
+def _epochs(n: int) -> str:
+    return f'{n} epoch' + ('s' if n != 1 else '')
 
 
 def main(argv: Sequence[str] | None = None) -> int:

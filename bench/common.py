@@ -168,7 +168,7 @@ def median_batch_img_per_s(batch_s: Sequence[float], batch_size: int) -> Optiona
 def synthetic_cifar(n: int, seed: int = 0):
     """``(x, y)``: ``n`` CIFAR-10-shaped samples, x ~ N(0, 1) of shape (n, 3, 32, 32) float32, y uniform
     in [0, 10), both drawn from one ``torch.Generator`` seeded with ``seed`` (x first, then y) -- the
-    same tensors as the peer benchmarks in ../shared/peer-bench use, so labels and batches match."""
+    same tensors as the peer benchmarks (bench/peers.py --peer-dir) use, so labels and batches match."""
     import torch
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 32, 32, generator=g)

@@ -5,8 +5,8 @@ One invocation runs, for every repetition and every search space, one search epo
 implementation, each in its own subprocess, one after the other (never two at once):
 
     ours    -- the command given by --ours-cmd (default: bench/search_epoch.py with this project's python)
-    nni210  -- ../shared/peer-bench/peer_nni210/bench_epoch.py in the NNI 2.10 venv
-    nni30   -- ../shared/peer-bench/peer_nni30/bench_epoch.py in the NNI 3.0 venv
+    nni210  -- <peer dir>/peer_nni210/bench_epoch.py in the NNI 2.10 venv
+    nni30   -- <peer dir>/peer_nni30/bench_epoch.py in the NNI 3.0 venv
                (macro with --skip-impl gates: NNI 3.0 cannot path-sample InputChoice(n_chosen=None))
 
 The order of the implementations is rotated by one position every repetition (rep 1: ours, nni210,
@@ -15,7 +15,9 @@ line of every run's stdout is its result; it is printed on stdout as one JSON li
 impl/space/rep as soon as the run ends, and a summary table of medians and ours/theirs ratios
 follows at the end.  Each run's stdout and stderr are kept in --out (stderr never reaches the console).
 
-Build the peer venvs first (once, ~5 minutes):  bash ../shared/peer-bench/setup_peers.sh
+The peer dir (the peer scripts, not part of this repository) is --peer-dir, else $ENAS_PEER_BENCH,
+else bench/peer-bench/ in this repository (a copy or a link). Build the peer venvs first (once,
+~5 minutes):  bash <peer dir>/setup_peers.sh
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from common import env_facts, last_json_line, median, median_batch_img_per_s, pr
 IMPLS = ('ours', 'nni210', 'nni30')
 THEIRS = ('nni210', 'nni30')
 LABELS = {'ours': 'ours (NNI 3.0 plugin)', 'nni210': 'NNI 2.10 EnasTrainer', 'nni30': 'NNI 3.0 strategy.ENAS'}
-SETUP_HINT = 'bash ../shared/peer-bench/setup_peers.sh'
+# Where the peer scripts are when --peer-dir is not given.
+PEER_DIR_ENV = 'ENAS_PEER_BENCH'
+DEFAULT_PEER_DIR = os.path.join(BENCH_DIR, 'peer-bench')
 # Our ENAS on the peers' own NNI 3.0 spaces: the very networks the peers train (equal settings).
 DEFAULT_OURS_CMD = ('{python} bench/search_epoch.py --network peers --search-for {space} --samples {samples} '
                     '--batch-size {batch_size} --device cpu')
@@ -79,8 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--nni30-python', default=_default_venv_python('VENV_NNI30', 'nni30'),
                    help='interpreter of the NNI 3.0 peer venv (default: $VENV_NNI30/bin/python or '
                         '~/.cache/enas-peers/nni30/bin/python, here %(default)s)')
-    p.add_argument('--peer-dir', default=os.path.normpath(os.path.join(REPO_ROOT, '..', 'shared', 'peer-bench')),
-                   help='folder holding peer_nni210/ and peer_nni30/ (default: %(default)s)')
+    p.add_argument('--peer-dir', default=os.environ.get(PEER_DIR_ENV) or DEFAULT_PEER_DIR,
+                   help=f'folder holding peer_nni210/, peer_nni30/ and setup_peers.sh (default: ${PEER_DIR_ENV} if '
+                        f'set, else bench/peer-bench in this repository; here %(default)s)')
     p.add_argument('--nni30-macro-skip-impl', choices=['gates', 'inputchoice'], default='gates',
                    help='--skip-impl passed to the NNI 3.0 peer for macro; "inputchoice" is the faithful space '
                         'and is known to fail on NNI 3.0 (default: %(default)s)')
@@ -137,10 +142,12 @@ def peer_missing(impl: str, args: argparse.Namespace) -> str | None:
     py = args.nni210_python if impl == 'nni210' else args.nni30_python
     script = os.path.join(args.peer_dir, 'peer_' + impl, 'bench_epoch.py')
     if not os.path.isfile(script):
-        return f'{impl}: peer script {script} not found (check --peer-dir); skipping {impl}'
+        return (f'{impl}: peer script {script} not found (pass --peer-dir or set ${PEER_DIR_ENV}); '
+                f'skipping {impl}')
     if not (os.path.isfile(py) and os.access(py, os.X_OK)):
-        return (f'{impl}: peer venv interpreter {py} not found -- build it with `{SETUP_HINT}` '
-                f'(from {REPO_ROOT}) or pass --{impl}-python; skipping {impl}')
+        setup = os.path.join(args.peer_dir, 'setup_peers.sh')
+        return (f'{impl}: peer venv interpreter {py} not found -- build it with `bash {setup}` '
+                f'or pass --{impl}-python; skipping {impl}')
     return None
 
 

@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["DataError", "ImageTensors", "read_cifar10", "load_data", "BatchLoader"]
+__all__ = ['DataError', 'ImageTensors', 'read_cifar10', 'load_data', 'BatchLoader']
 
-CIFAR10_DIRNAME = "cifar-10-batches-py"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck"]
-_CIFAR10_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
-_CIFAR10_FILES = _CIFAR10_TRAIN_FILES + ["test_batch", "batches.meta"]
+CIFAR10_DIRNAME = 'cifar-10-batches-py'
+CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
+CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer',
+                   'dog', 'frog', 'horse', 'ship', 'truck']
+_CIFAR10_TRAIN_FILES = [f'data_batch_{i}' for i in range(1, 6)]
+_CIFAR10_FILES = _CIFAR10_TRAIN_FILES + ['test_batch', 'batches.meta']
 
 #: Fraction of the images held out when a set has no separate split of the needed size.
 HOLDOUT_FRACTION = 0.1
@@ -46,15 +47,15 @@ class DataError(Exception):
     """Bad or missing data; the message is one line meant for the user."""
 
 
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 # In-memory dataset
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 
 def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and population std of ``images / 255`` (sums accumulated in float64)."""
     n = images.shape[0]
     if n == 0:
-        raise DataError("cannot compute mean/std of an empty image set")
+        raise DataError('cannot compute mean/std of an empty image set')
     total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
     total_sq = torch.zeros_like(total)
     for part in images.split(chunk):
@@ -99,11 +100,11 @@ class ImageTensors(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise DataError(f"images must be a uint8 [N, C, H, W] tensor, "
-                            f"got {images.dtype} of shape {tuple(images.shape)}")
+            raise DataError(f'images must be a uint8 [N, C, H, W] tensor, '
+                            f'got {images.dtype} of shape {tuple(images.shape)}')
         labels = torch.as_tensor(labels).to(torch.int64)
         if labels.shape != (images.shape[0],):
-            raise DataError(f"got {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+            raise DataError(f'got {images.shape[0]} images but labels of shape {tuple(labels.shape)}')
         self.images = images
         self.labels = labels
         self.classes = list(classes)
@@ -112,8 +113,8 @@ class ImageTensors(torch.utils.data.Dataset):
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         if len(self.mean) != images.shape[1] or len(self.std) != images.shape[1]:
-            raise DataError(f"mean/std need {images.shape[1]} channel values, "
-                            f"got {len(self.mean)}/{len(self.std)}")
+            raise DataError(f'mean/std need {images.shape[1]} channel values, '
+                            f'got {len(self.mean)}/{len(self.std)}')
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -129,21 +130,21 @@ class ImageTensors(torch.utils.data.Dataset):
         """Number of classes (``len(classes)``)."""
         return len(self.classes)
 
-    def to(self, device: torch.device | str | None) -> "ImageTensors":
+    def to(self, device: torch.device | str | None) -> 'ImageTensors':
         """Return a copy whose tensors live on ``device`` (same statistics and classes)."""
         return ImageTensors(self.images.to(device), self.labels.to(device), self.classes,
                             mean=self.mean, std=self.std)
 
 
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 # CIFAR-10
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 
 def _cifar_dir(root: Path) -> Path:
     """The folder expected to hold the CIFAR-10 batch files, for ``root`` as given."""
     if (root / CIFAR10_DIRNAME).is_dir():
         return root / CIFAR10_DIRNAME
-    if root.name == CIFAR10_DIRNAME or (root / "data_batch_1").is_file():
+    if root.name == CIFAR10_DIRNAME or (root / 'data_batch_1').is_file():
         return root
     return root / CIFAR10_DIRNAME
 
@@ -155,14 +156,14 @@ def _cifar_complete(root: Path) -> bool:
 
 def _unpickle(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            content = pickle.load(f, encoding="bytes")
+        with open(path, 'rb') as f:
+            content = pickle.load(f, encoding='bytes')
     except FileNotFoundError:
-        raise DataError(f"CIFAR-10 file missing: {path}") from None
+        raise DataError(f'CIFAR-10 file missing: {path}') from None
     except Exception as exc:  # truncated or not a pickle at all
-        raise DataError(f"cannot read CIFAR-10 file {path}: {exc.__class__.__name__}: {exc}") from None
+        raise DataError(f'cannot read CIFAR-10 file {path}: {exc.__class__.__name__}: {exc}') from None
     if not isinstance(content, dict):
-        raise DataError(f"corrupt CIFAR-10 file {path}: expected a pickled dict")
+        raise DataError(f'corrupt CIFAR-10 file {path}: expected a pickled dict')
     # Keys are bytes with encoding='bytes'; accept str keys too (files re-pickled by others).
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in content.items()}
 
@@ -170,15 +171,15 @@ def _unpickle(path: Path) -> dict:
 def _read_cifar_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     try:
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch["labels"], dtype=np.int64)
+        data = np.asarray(batch['data'], dtype=np.uint8)
+        labels = np.asarray(batch['labels'], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"corrupt CIFAR-10 file {path}: bad or missing {exc}") from None
+        raise DataError(f'corrupt CIFAR-10 file {path}: bad or missing {exc}') from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-        raise DataError(f"corrupt CIFAR-10 file {path}: data of shape {data.shape} "
-                        f"with {labels.size} labels (expected [n, 3072] and n labels)")
+        raise DataError(f'corrupt CIFAR-10 file {path}: data of shape {data.shape} '
+                        f'with {labels.size} labels (expected [n, 3072] and n labels)')
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"corrupt CIFAR-10 file {path}: labels outside 0..{num_classes - 1}")
+        raise DataError(f'corrupt CIFAR-10 file {path}: labels outside 0..{num_classes - 1}')
     # Each row holds the R, G and B planes one after the other, each row-major 32x32.
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -207,14 +208,14 @@ def read_cifar10(root: str | Path) -> tuple[ImageTensors, ImageTensors]:
     folder = _cifar_dir(Path(root).expanduser().absolute())
     for name in _CIFAR10_FILES:
         if not (folder / name).is_file():
-            raise DataError(f"CIFAR-10 file missing: {folder / name}")
-    meta = _unpickle(folder / "batches.meta")
+            raise DataError(f'CIFAR-10 file missing: {folder / name}')
+    meta = _unpickle(folder / 'batches.meta')
     try:
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta['label_names']]
     except (KeyError, TypeError, UnicodeDecodeError):
         raise DataError(f"corrupt CIFAR-10 file {folder / 'batches.meta'}: no label_names") from None
     parts = [_read_cifar_batch(folder / name, len(classes)) for name in _CIFAR10_TRAIN_FILES]
-    test_images, test_labels = _read_cifar_batch(folder / "test_batch", len(classes))
+    test_images, test_labels = _read_cifar_batch(folder / 'test_batch', len(classes))
     train = ImageTensors(torch.from_numpy(np.concatenate([p[0] for p in parts])),
                          torch.from_numpy(np.concatenate([p[1] for p in parts])), classes)
     test = ImageTensors(torch.from_numpy(test_images), torch.from_numpy(test_labels), classes,
@@ -223,25 +224,44 @@ def read_cifar10(root: str | Path) -> tuple[ImageTensors, ImageTensors]:
 
 
 def _load_cifar10(data_dir: Path, download: bool) -> tuple[ImageTensors, ImageTensors]:
+    target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
+    why = ''
     if not _cifar_complete(data_dir) and download:
-        # torchvision is only used to fetch and extract the archive; we read it ourselves.
-        target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
-        try:
-            import torchvision
-            torchvision.datasets.CIFAR10(str(target), train=True, download=True)
-        except Exception:  # no network, bad checksum, ...: fall through to the message below
-            pass
+        why = _download_cifar10(target)
     if not _cifar_complete(data_dir):
-        target = data_dir.parent if data_dir.name == CIFAR10_DIRNAME else data_dir
-        raise DataError(f"CIFAR-10 not found: put the extracted '{CIFAR10_DIRNAME}' folder in "
-                        f"{target} (download {CIFAR10_URL}), or run with --dataset synthetic "
-                        f"to try without data")
+        raise DataError(f"CIFAR-10 not found{why}: put the extracted '{CIFAR10_DIRNAME}' folder in "
+                        f'{target} (download {CIFAR10_URL}), or run with --dataset synthetic '
+                        f'to try without data')
     return read_cifar10(data_dir)
 
 
-# --------------------------------------------------------------------------------------
+def _download_cifar10(target: Path) -> str:
+    """Fetch and extract CIFAR-10 into ``target`` with torchvision; ``''`` or why it failed.
+
+    A failed download leaves nothing behind: the folders it created and the partial archive
+    are removed.
+    """
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    before = set(target.iterdir()) if target.is_dir() else set()
+    try:
+        # torchvision is only used to fetch and extract the archive; we read it ourselves.
+        import torchvision
+        torchvision.datasets.CIFAR10(str(target), train=True, download=True)
+        return ''
+    except Exception as exc:  # no network, bad checksum, full disk ...: say why, clean up
+        reason = ' '.join(str(exc).split()) or exc.__class__.__name__
+        if target.is_dir():
+            for path in set(target.iterdir()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for folder in created:          # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return f' and the download failed ({exc.__class__.__name__}: {reason})'
+
+
+# --------------------------------------------------------------------------------------------
 # Image folders
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 
 def _read_image_folder(folder: Path, image_size: int,
                        class_to_idx: dict[str, int] | None = None
@@ -256,28 +276,28 @@ def _read_image_folder(folder: Path, image_size: int,
     from torchvision.transforms.functional import pil_to_tensor
 
     if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
+        raise DataError(f'image folder not found: {folder}')
     try:
         names, _ = find_classes(str(folder))
     except FileNotFoundError:
-        raise DataError(f"no class sub-folders in {folder} (expected one folder of images "
-                        f"per class)") from None
+        raise DataError(f'no class sub-folders in {folder} (expected one folder of images '
+                        f'per class)') from None
     except OSError as exc:
-        raise DataError(f"cannot read image folder {folder}: {exc}") from None
+        raise DataError(f'cannot read image folder {folder}: {exc}') from None
     if class_to_idx is None:
         lookup = {name: i for i, name in enumerate(names)}
     else:
         unknown = sorted(set(names) - set(class_to_idx))
         if unknown:
-            raise DataError(f"{folder} has class folders not in the training set: "
+            raise DataError(f'{folder} has class folders not in the training set: '
                             f"{', '.join(unknown)}")
         lookup = {name: class_to_idx[name] for name in names}
     try:
         samples = make_dataset(str(folder), lookup, extensions=IMG_EXTENSIONS, allow_empty=True)
     except OSError as exc:
-        raise DataError(f"cannot read image folder {folder}: {exc}") from None
+        raise DataError(f'cannot read image folder {folder}: {exc}') from None
     if not samples:
-        raise DataError(f"no images found in {folder} "
+        raise DataError(f'no images found in {folder} '
                         f"(extensions: {', '.join(IMG_EXTENSIONS)})")
     if class_to_idx is None:
         # Keep only classes that have images, numbered in name order.
@@ -286,8 +306,8 @@ def _read_image_folder(folder: Path, image_size: int,
         classes = [names[i] for i in used]
         samples = [(path, remap[label]) for path, label in samples]
         if len(classes) < 2:
-            raise DataError(f"found {len(classes)} class with images in {folder}; "
-                            f"need at least 2 class sub-folders")
+            raise DataError(f'found {len(classes)} class with images in {folder}; '
+                            f'need at least 2 class sub-folders')
     else:
         classes = sorted(class_to_idx, key=class_to_idx.get)
 
@@ -295,9 +315,9 @@ def _read_image_folder(folder: Path, image_size: int,
     for i, (path, _) in enumerate(samples):
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                img = img.convert('RGB').resize((image_size, image_size), Image.BILINEAR)
         except Exception as exc:
-            raise DataError(f"cannot decode image {path}: {exc}") from None
+            raise DataError(f'cannot decode image {path}: {exc}') from None
         images[i] = pil_to_tensor(img)
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return images, labels, classes
@@ -309,8 +329,8 @@ def _load_imagefolder(data_dir: Path, image_size: int, seed: int
     """(train images, train labels, classes, test images, test labels) of an image folder."""
     # Image folders list images class by class: shuffle (seeded) so that a tail is a fair sample.
     generator = torch.Generator().manual_seed(seed)
-    train_dir = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    test_dir = next((data_dir / n for n in ("val", "test") if (data_dir / n).is_dir()), None)
+    train_dir = data_dir / 'train' if (data_dir / 'train').is_dir() else data_dir
+    test_dir = next((data_dir / n for n in ('val', 'test') if (data_dir / n).is_dir()), None)
     if train_dir != data_dir and test_dir is not None:
         images, labels, classes = _read_image_folder(train_dir, image_size)
         perm = torch.randperm(len(labels), generator=generator)
@@ -324,9 +344,9 @@ def _load_imagefolder(data_dir: Path, image_size: int, seed: int
     return images[:-n_test], labels[:-n_test], classes, images[-n_test:], labels[-n_test:]
 
 
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 # Splits and the public loader
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 
 def _synthetic(count: int, image_size: int, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,7 +360,7 @@ def _search_split(train: ImageTensors, valid_size: int) -> tuple[ImageTensors, I
     """Split off the last ``valid_size`` images (10% if that leaves nothing to train on)."""
     n = len(train)
     if n < 2:
-        raise DataError(f"need at least 2 training images for a train/valid split, got {n}")
+        raise DataError(f'need at least 2 training images for a train/valid split, got {n}')
     n_valid = valid_size if valid_size < n else max(1, int(n * HOLDOUT_FRACTION))
     cut = n - n_valid
     head = ImageTensors(train.images[:cut], train.labels[:cut], train.classes)
@@ -400,45 +420,45 @@ def load_data(dataset: str, data_dir: str | Path | None, *, split: str,
     DataError
         Unknown dataset or split, missing or unreadable data, too few images or classes.
     """
-    if split not in ("search", "final"):
+    if split not in ('search', 'final'):
         raise DataError(f"unknown split {split!r} (expected 'search' or 'final')")
-    if split == "search" and valid_size < 1:
-        raise DataError(f"valid_size must be at least 1, got {valid_size}")
+    if split == 'search' and valid_size < 1:
+        raise DataError(f'valid_size must be at least 1, got {valid_size}')
     if image_size < 1:
-        raise DataError(f"image_size must be at least 1, got {image_size}")
-    if dataset in ("cifar10", "imagefolder") and data_dir is None:
-        raise DataError(f"--dataset {dataset} needs a data folder")
-    if dataset == "cifar10":
+        raise DataError(f'image_size must be at least 1, got {image_size}')
+    if dataset in ('cifar10', 'imagefolder') and data_dir is None:
+        raise DataError(f'--dataset {dataset} needs a data folder')
+    if dataset == 'cifar10':
         if image_size != 32:
-            raise DataError(f"CIFAR-10 images are 32x32; image size {image_size} is not supported")
+            raise DataError(f'CIFAR-10 images are 32x32; image size {image_size} is not supported')
         train, test = _load_cifar10(Path(data_dir).expanduser().absolute(), download)
-    elif dataset == "imagefolder":
+    elif dataset == 'imagefolder':
         folder = Path(data_dir).expanduser().absolute()
         images, labels, classes, test_images, test_labels = _load_imagefolder(
             folder, image_size, seed)
         train = ImageTensors(images, labels, classes)
         test = ImageTensors(test_images, test_labels, classes, mean=train.mean, std=train.std)
-    elif dataset == "synthetic":
+    elif dataset == 'synthetic':
         if synthetic_size < 1:
-            raise DataError(f"synthetic_size must be at least 1, got {synthetic_size}")
+            raise DataError(f'synthetic_size must be at least 1, got {synthetic_size}')
         generator = torch.Generator().manual_seed(seed)
         train = ImageTensors(*_synthetic(synthetic_size, image_size, generator), CIFAR10_CLASSES)
-        if split == "search":
+        if split == 'search':
             return _search_split(train, valid_size)
         test_images, test_labels = _synthetic(max(1, synthetic_size // 5), image_size, generator)
         test = ImageTensors(test_images, test_labels, CIFAR10_CLASSES,
                             mean=train.mean, std=train.std)
     else:
-        raise DataError(f"unknown dataset {dataset!r} "
+        raise DataError(f'unknown dataset {dataset!r} '
                         f"(expected 'cifar10', 'imagefolder' or 'synthetic')")
-    if split == "search":
+    if split == 'search':
         return _search_split(train, valid_size)
     return train, test
 
 
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 # Minibatches
-# --------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
 
 class BatchLoader:
     """Iterate over normalised (and optionally augmented) minibatches of an in-memory set.
@@ -487,9 +507,9 @@ class BatchLoader:
                  device: torch.device | str | None = None,
                  generator: torch.Generator | None = None, infinite: bool = False):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ValueError(f'batch_size must be at least 1, got {batch_size}')
         if cutout < 0:
-            raise ValueError(f"cutout must be >= 0, got {cutout}")
+            raise ValueError(f'cutout must be >= 0, got {cutout}')
         self.dataset = data.to(device) if device is not None else data
         self.device = self.dataset.images.device
         self.batch_size = batch_size
@@ -500,8 +520,8 @@ class BatchLoader:
         self.generator = generator
         self.infinite = infinite
         if infinite and len(self) == 0:
-            raise ValueError(f"infinite loader over {len(data)} images with batch size "
-                             f"{batch_size} and drop_last would yield nothing")
+            raise ValueError(f'infinite loader over {len(data)} images with batch size '
+                             f'{batch_size} and drop_last would yield nothing')
         # (x / 255 - mean) / std  ==  x * scale + shift
         std = torch.tensor(self.dataset.std, dtype=torch.float32, device=self.device)
         mean = torch.tensor(self.dataset.mean, dtype=torch.float32, device=self.device)
@@ -515,7 +535,7 @@ class BatchLoader:
     # Random numbers are drawn where the generator lives (the CPU for the global RNG)
     # and then copied to the data's device.
     def _rand_device(self) -> torch.device:
-        return self.generator.device if self.generator is not None else torch.device("cpu")
+        return self.generator.device if self.generator is not None else torch.device('cpu')
 
     def _randint(self, high: int, size: tuple[int, ...]) -> torch.Tensor:
         values = torch.randint(0, high, size, generator=self.generator,
@@ -524,7 +544,7 @@ class BatchLoader:
 
     def _to_device(self, values: torch.Tensor) -> torch.Tensor:
         # non_blocking is safe into an accelerator, not for a copy back to the CPU.
-        return values.to(self.device, non_blocking=self.device.type != "cpu")
+        return values.to(self.device, non_blocking=self.device.type != 'cpu')
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

@@ -1,6 +1,6 @@
-"""Thin bridge between the ENAS search script and an NNI experiment.
+"""Thin bridge between the two commands and an NNI experiment.
 
-``search.py`` calls these helpers unconditionally.  When the script is launched
+``search.py`` and ``retrain.py`` call these helpers unconditionally.  When the script is launched
 by ``nnictl create --config experiment.yml`` (i.e. as an NNI *trial*) they
 
 * pull the tuner's parameters and apply them on top of the parsed CLI flags
@@ -29,7 +29,7 @@ import argparse
 import math
 import numbers
 import os
-from typing import Any, Dict, Optional
+from typing import Any
 
 __all__ = [
     'in_trial',
@@ -38,10 +38,6 @@ __all__ = [
     'report_final',
     'trial_output_dir',
 ]
-
-_BOOL_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,  # pylint: disable=protected-access
-                 argparse.BooleanOptionalAction)
-
 
 def in_trial() -> bool:
     """Tell whether this process runs as a trial of an NNI experiment.
@@ -64,7 +60,7 @@ def in_trial() -> bool:
     return bool(platform) and platform != 'unittest'
 
 
-def trial_output_dir() -> Optional[str]:
+def trial_output_dir() -> str | None:
     """Return the trial's own output folder (``NNI_OUTPUT_DIR``).
 
     NNI keeps the trial's ``trial.log``/``trial.stdout``/``trial.stderr`` there
@@ -81,54 +77,18 @@ def trial_output_dir() -> Optional[str]:
     return os.environ.get('NNI_OUTPUT_DIR') or None
 
 
-def _option_index(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    """Map every accepted key spelling (``batch_size``, ``batch-size``) to its action."""
-    index: Dict[str, argparse.Action] = {}
-    for action in parser._actions:  # pylint: disable=protected-access
-        if action.dest in (argparse.SUPPRESS, 'help') or isinstance(
-                action, (argparse._HelpAction, argparse._VersionAction)):  # pylint: disable=protected-access
-            continue
-        names = {action.dest, action.dest.replace('_', '-')}
-        names.update(opt.lstrip('-') for opt in action.option_strings)
-        for name in names:
-            index.setdefault(name, action)
-    return index
-
-
-def _convert_one(value: Any, action: argparse.Action, key: str, parser: argparse.ArgumentParser) -> Any:
-    """Convert one tuner value the way argparse would convert it from the command line."""
-    conv = action.type
-    if conv is None:
-        out = value if isinstance(value, str) else str(value)
-    else:
-        if conv is int and isinstance(value, float) and value.is_integer():
-            value = int(value)  # e.g. quniform gives 32.0 for an int option
-        if isinstance(value, bool) and conv in (int, float):
-            parser.error(f'tuner parameter {key!r}: expected {conv.__name__}, got {value!r}')
-        try:
-            out = conv(value if isinstance(value, str) else str(value))
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
-            name = getattr(conv, '__name__', repr(conv))
-            parser.error(f'tuner parameter {key!r}: invalid {name} value {value!r} ({err})')
-    if action.choices is not None and out not in action.choices:
-        choices = ', '.join(repr(c) for c in action.choices)
-        parser.error(f'tuner parameter {key!r}: invalid choice {out!r} (choose from {choices})')
-    return out
-
-
-def _convert(value: Any, action: argparse.Action, key: str, parser: argparse.ArgumentParser) -> Any:
-    if isinstance(action, _BOOL_ACTIONS):
-        if isinstance(value, str) and value.lower() in ('true', 'false'):
-            value = value.lower() == 'true'
-        if not isinstance(value, bool):
-            parser.error(f'tuner parameter {key!r}: expected true/false, got {value!r}')
-        return value
-    if action.nargs == 0:
-        parser.error(f'tuner parameter {key!r}: option {action.dest!r} cannot be set by the tuner')
-    if action.nargs in (None, '?'):
-        return _convert_one(value, action, key, parser)
+def _as_tokens(flag: str, value: Any) -> list[str]:
+    """The command-line tokens that set ``flag`` to a tuner's ``value``."""
+    if isinstance(value, str) and value.lower() in ('true', 'false'):
+        value = value.lower() == 'true'
+    if isinstance(value, bool):
+        return [flag] if value else ['--no-' + flag[2:]]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)      # e.g. quniform gives 32.0 for an int option
     values = value if isinstance(value, (list, tuple)) else [value]
-    return [_convert_one(v, action, key, parser) for v in values]
+    if len(values) == 1:
+        return [f'{flag}={values[0]}']      # '=' so that a negative number is not taken for a flag
+    return [flag, *map(str, values)]
 
 
 def apply_tuner_parameters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
@@ -137,9 +97,9 @@ def apply_tuner_parameters(args: argparse.Namespace, parser: argparse.ArgumentPa
     Must be called at most once per process (it calls
     ``nni.get_next_parameter()``).  Each key of the tuner's parameter dict must
     name an option of ``parser``, either by its dest (``batch_size``) or its
-    flag spelling (``batch-size``).  Values are converted with the option's
-    ``type`` and checked against its ``choices``; boolean flags take
-    ``true``/``false``.
+    flag spelling (``batch-size``).  Each value is parsed by ``parser`` as if
+    typed on the command line (its ``type`` and ``choices`` apply); boolean
+    flags take ``true``/``false``.
 
     Parameters
     ----------
@@ -162,26 +122,38 @@ def apply_tuner_parameters(args: argparse.Namespace, parser: argparse.ArgumentPa
     """
     if not in_trial():
         return {}
-    import nni  # pylint: disable=import-outside-toplevel
+    import nni
     params = nni.get_next_parameter() or {}
-    index = _option_index(parser)
-    unknown = sorted(str(k) for k in params if str(k) not in index)
-    if unknown:
-        valid = ', '.join(sorted({a.dest for a in index.values()}))
-        parser.error(f'unknown tuner parameter(s) {", ".join(map(repr, unknown))} (valid: {valid})')
-    applied: dict = {}
+    by_dest: dict[str, Any] = {}
+    unknown = []
     for key, value in params.items():
-        action = index[str(key)]
-        converted = _convert(value, action, str(key), parser)
-        if action.dest in applied and applied[action.dest] != converted:
-            parser.error(f'tuner parameter {action.dest!r} given twice with different values')
-        applied[action.dest] = converted
+        dest = str(key).replace('-', '_')
+        if dest not in vars(args) or dest == 'help':
+            unknown.append(str(key))
+        elif dest in by_dest and by_dest[dest] != value:
+            parser.error(f'tuner parameter {dest!r} given twice with different values')
+        else:
+            by_dest[dest] = value
+    if unknown:
+        valid = ', '.join(sorted(vars(args)))
+        parser.error(f'unknown tuner parameter(s) {", ".join(map(repr, sorted(unknown)))} (valid: {valid})')
+    # argparse converts and checks each value exactly as if it had been typed (errors: exit 2).
+    applied: dict[str, Any] = {}
+    for dest, value in by_dest.items():
+        flag = '--' + dest.replace('_', '-')
+        parsed, extra = parser.parse_known_args(_as_tokens(flag, value), namespace=argparse.Namespace(**vars(args)))
+        if extra:
+            if value in (False, 'false', 'False') and getattr(args, dest) in (False, None):
+                applied[dest] = False      # a plain --flag has no --no-flag: false is its default
+                continue
+            parser.error(f'tuner parameter {dest!r}: {value!r} is not a value of {flag}')
+        applied[dest] = getattr(parsed, dest)
     for dest, value in applied.items():
         setattr(args, dest, value)
     return applied
 
 
-def _number(value: Any) -> Optional[float]:
+def _number(value: Any) -> float | None:
     """Plain Python number from int/float/numpy scalar/0-d tensor, else ``None`` (bools excluded)."""
     if isinstance(value, bool):
         return None
@@ -237,7 +209,7 @@ def report_epoch(metrics: dict, default_key: str) -> None:
     """
     if not in_trial():
         return
-    import nni  # pylint: disable=import-outside-toplevel
+    import nni
     nni.report_intermediate_result(_payload(metrics, default_key, numeric_only=True))
 
 
@@ -262,5 +234,5 @@ def report_final(metrics: dict, default_key: str) -> None:
     """
     if not in_trial():
         return
-    import nni  # pylint: disable=import-outside-toplevel
+    import nni
     nni.report_final_result(_payload(metrics, default_key, numeric_only=False))

@@ -1,8 +1,19 @@
 """The paper's settings (the official TF scripts, ENAS_SPEC Part 1, C.4, D.3 and F), per space.
 
 ``SEARCH[space]`` are search.py's defaults, ``FINAL[space]`` retrain.py's. Every value can be
-overridden on the command line; this table is the one place they are written down.
+overridden on the command line; this table is the one place they are written down
+(``SEARCH_FLAGS`` / ``FINAL_FLAGS`` say what each means: the commands' flags and help come from
+them). The published final architectures as the official TF scripts write them
+(``TF_MACRO_FINAL_ARC``, ``TF_MICRO_FINAL_ARC``) and their conversion to our labels
+(:func:`macro_arch_from_tf`, :func:`micro_arch_from_tf`) are how
+``nni_enas/architectures/paper-{macro,micro}.json`` were made.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ops import MACRO_OPS, MICRO_OPS
 
 SEARCH = {
     'macro': dict(
@@ -48,3 +59,142 @@ def controller_kwargs(settings: dict) -> dict:
     """The ReinforceController arguments among a SEARCH entry (or CLI namespace as dict)."""
     keys = ('lstm_size', 'tanh_constant', 'op_tanh_reduce', 'skip_target', 'op_bias', 'group_logit_offset')
     return {k: settings[k] for k in keys if k in settings}
+
+
+# What each setting means, as the commands' help says it: ``{group: {key: (kind, help)}}``.
+# Every key is a flag (``--key-with-dashes``) defaulting to the table above for the chosen space;
+# the kind names the check of its value (``cli.KINDS``; ``switch`` is ``--x/--no-x``).
+SEARCH_FLAGS = {
+    'what to search': {
+        'layers': ('count', 'macro: number of layers; micro: normal cells (2 per stage in search)'),
+        'channels': ('width', 'width of the first stage'),
+        'nodes': ('count', 'micro only: computational nodes per cell'),
+        'dropout': ('fraction', 'dropout before the classifier'),
+    },
+    'shared weights (child models)': {
+        'epochs': ('count', 'search epochs'),
+        'batch_size': ('count', 'minibatch size of the child steps and the reward batches'),
+        'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
+        'lr_min': ('weight', 'cosine schedule minimum'),
+        'weight_decay': ('weight', 'SGD weight decay'),
+        'grad_clip': ('weight', 'global gradient-norm clip, 0 = off'),
+    },
+    'controller': {
+        'ctrl_lr': ('rate', 'Adam learning rate'),
+        'ctrl_steps': ('count', 'controller updates per epoch'),
+        'ctrl_steps_aggregate': ('count', 'sampled children averaged into one update'),
+        'entropy_weight': ('weight', 'entropy bonus added to the reward'),
+        'skip_weight': ('weight', 'weight of the skip penalty (KL from --skip-target)'),
+        'skip_target': ('fraction', 'target probability of a skip connection'),
+        'baseline_decay': ('fraction', 'decay of the moving-average reward baseline'),
+        'tanh_constant': ('rate', 'logits become c*tanh(logits)'),
+        'op_tanh_reduce': ('rate', 'op decisions use tanh-constant / this'),
+        'lstm_size': ('count', 'controller LSTM units'),
+        'reward_train_mode': ('switch', 'score rewards with batch-statistics BN and dropout on (TF micro) '
+                                        'instead of inference mode (TF macro)'),
+    },
+}
+
+FINAL_FLAGS = {
+    'what to train': {
+        'layers': ('count', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless '
+                            'given (a macro architecture only exists at its depth)'),
+        'channels': ('width', 'width of the first stage (doubles at each reduction)'),
+        'dropout': ('fraction', 'dropout before the classifier'),
+        'aux_weight': ('weight', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'),
+        'drop_path_prob': ('fraction', 'micro: drop-path probability of the last cell at the end of training '
+                                       '(scaled by depth and training progress)'),
+    },
+    'training recipe': {
+        'epochs': ('count', 'training epochs'),
+        'batch_size': ('count', 'training minibatch size per device'),
+        'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
+        'lr_min': ('weight', 'cosine schedule minimum'),
+        'weight_decay': ('weight', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'),
+        'grad_clip': ('weight', 'global gradient-norm clip, 0 = off'),
+        'cutout': ('pixels', 'side of the cutout square in pixels, 0 = off, at most the image side; 16 for '
+                             'the paper\'s "+ CutOut" row'),
+    },
+}
+
+
+# scripts/cifar10_macro_final.sh of melodyguan/enas: layer i = op index, then i skip bits.
+TF_MACRO_FINAL_ARC = ' '.join([
+    '0',
+    '3 0',
+    '0 1 0',
+    '2 0 0 1',
+    '2 0 0 0 0',
+    '3 1 1 0 1 0',
+    '2 0 0 0 0 0 1',
+    '2 0 1 1 0 1 1 1',
+    '1 0 1 1 1 0 1 0 1',
+    '0 0 0 0 0 0 0 0 0 0',
+    '2 0 0 0 0 0 1 0 0 0 0',
+    '0 1 0 0 1 1 0 0 0 0 1 1',
+    '2 0 1 0 0 0 0 0 1 0 1 1 0',
+    '1 0 0 1 0 0 0 1 1 1 0 1 0 1',
+    '0 1 1 0 1 0 1 0 0 0 0 0 1 0 0',
+    '2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1',
+    '2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0',
+    '2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1',
+    '3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0',
+    '3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1',
+    '0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0',
+    '3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0',
+    '0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0',
+    '0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0',
+])
+
+# scripts/cifar10_micro_final.sh (ENAS_SPEC B.5): per node index_a op_a index_b op_b, nodes 2..6.
+TF_MICRO_FINAL_ARC = {
+    'normal': '0 2 0 0  0 4 0 1  0 4 1 1  1 0 0 1  0 2 1 1',
+    'reduce': '1 0 1 0  0 3 0 2  1 1 3 1  1 0 0 4  0 3 1 1',
+}
+
+
+def _ints(tokens: str | list[int]) -> list[int]:
+    return [int(t) for t in tokens.split()] if isinstance(tokens, str) else [int(t) for t in tokens]
+
+
+def macro_arch_from_tf(tokens: str | list[int]) -> dict[str, Any]:
+    """Our macro labels for a TF macro ``fixed_arc`` (ENAS_SPEC A.5).
+
+    Layer i contributes its op index (into :data:`~nni_enas.ops.MACRO_OPS`), then i skip bits;
+    bit j selects element j of ``[stem, layer_0, ..., layer_{i-2}]``, which is exactly the
+    candidate list of our ``layer_{i}/skip``.
+    """
+    values = _ints(tokens)
+    arch: dict[str, Any] = {}
+    pos, layer = 0, 0
+    while pos < len(values):
+        if pos + 1 + layer > len(values):
+            raise ValueError(f'macro arc of {len(values)} tokens ends inside layer {layer} '
+                             f'(a {layer}-layer arc has {layer * (layer + 1) // 2} tokens)')
+        op, bits = values[pos], values[pos + 1:pos + 1 + layer]
+        if not 0 <= op < len(MACRO_OPS) or any(b not in (0, 1) for b in bits):
+            raise ValueError(f'macro arc layer {layer}: op {op} / skip bits {bits} out of range')
+        arch[f'layer_{layer}/op'] = MACRO_OPS[op]
+        if layer > 0:
+            arch[f'layer_{layer}/skip'] = [j for j, bit in enumerate(bits) if bit]
+        pos += 1 + layer
+        layer += 1
+    return arch
+
+
+def micro_arch_from_tf(normal: str | list[int], reduce: str | list[int]) -> dict[str, Any]:
+    """Our micro labels for a TF micro ``fixed_arc`` (ENAS_SPEC B.5), one 4-tuple per node."""
+    arch: dict[str, Any] = {}
+    for cell, tokens in (('normal', normal), ('reduce', reduce)):
+        values = _ints(tokens)
+        if len(values) % 4:
+            raise ValueError(f'micro {cell} arc needs 4 integers per node, got {len(values)}')
+        for k in range(len(values) // 4):
+            node = k + 2
+            index_a, op_a, index_b, op_b = values[4 * k:4 * k + 4]
+            for slot, index, op in (('a', index_a, op_a), ('b', index_b, op_b)):
+                if not 0 <= index < node or not 0 <= op < len(MICRO_OPS):
+                    raise ValueError(f'micro {cell} node {node}: input {index} / op {op} out of range')
+                arch[f'{cell}/node_{node}/input_{slot}'] = [index]
+                arch[f'{cell}/node_{node}/op_{slot}'] = MICRO_OPS[op]
+    return arch

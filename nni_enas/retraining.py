@@ -1,8 +1,5 @@
 """Retraining an exported architecture from scratch: the pieces ``retrain.py`` puts together.
 
-* the published arcs as the official TF scripts write them, and their conversion to our labels
-  (:func:`macro_arch_from_tf`, :func:`micro_arch_from_tf`), which is how
-  ``nni_enas/architectures/paper-{macro,micro}.json`` were made;
 * :func:`final_space_args`: the space arguments of the final network of a record (the paper's
   final widths, dropout, auxiliary head and drop path, each overridable);
 * :class:`ShardedBatches` and :class:`RetrainData`: the batches of one data-parallel rank, a
@@ -22,94 +19,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
+from .architecture import count_parameters
 from .data import BatchLoader, ImageTensors
-from .ops import MACRO_OPS, MICRO_OPS
 
-__all__ = ['TF_MACRO_FINAL_ARC', 'TF_MICRO_FINAL_ARC', 'macro_arch_from_tf', 'micro_arch_from_tf',
-           'final_space_args', 'count_parameters', 'ShardedBatches', 'RetrainData',
+__all__ = ['final_space_args', 'count_parameters', 'ShardedBatches', 'RetrainData',
            'weights_sha256', 'ReplicaHashes']
-
-# scripts/cifar10_macro_final.sh of melodyguan/enas: layer i = op index, then i skip bits.
-TF_MACRO_FINAL_ARC = ' '.join([
-    '0',
-    '3 0',
-    '0 1 0',
-    '2 0 0 1',
-    '2 0 0 0 0',
-    '3 1 1 0 1 0',
-    '2 0 0 0 0 0 1',
-    '2 0 1 1 0 1 1 1',
-    '1 0 1 1 1 0 1 0 1',
-    '0 0 0 0 0 0 0 0 0 0',
-    '2 0 0 0 0 0 1 0 0 0 0',
-    '0 1 0 0 1 1 0 0 0 0 1 1',
-    '2 0 1 0 0 0 0 0 1 0 1 1 0',
-    '1 0 0 1 0 0 0 1 1 1 0 1 0 1',
-    '0 1 1 0 1 0 1 0 0 0 0 0 1 0 0',
-    '2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1',
-    '2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0',
-    '2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1',
-    '3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0',
-    '3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1',
-    '0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0',
-    '3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0',
-    '0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0',
-    '0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0',
-])
-
-# scripts/cifar10_micro_final.sh (ENAS_SPEC B.5): per node index_a op_a index_b op_b, nodes 2..6.
-TF_MICRO_FINAL_ARC = {
-    'normal': '0 2 0 0  0 4 0 1  0 4 1 1  1 0 0 1  0 2 1 1',
-    'reduce': '1 0 1 0  0 3 0 2  1 1 3 1  1 0 0 4  0 3 1 1',
-}
-
-
-def _ints(tokens: str | list[int]) -> list[int]:
-    return [int(t) for t in tokens.split()] if isinstance(tokens, str) else [int(t) for t in tokens]
-
-
-def macro_arch_from_tf(tokens: str | list[int]) -> dict[str, Any]:
-    """Our macro labels for a TF macro ``fixed_arc`` (ENAS_SPEC A.5).
-
-    Layer i contributes its op index (into :data:`~nni_enas.ops.MACRO_OPS`), then i skip bits;
-    bit j selects element j of ``[stem, layer_0, ..., layer_{i-2}]``, which is exactly the
-    candidate list of our ``layer_{i}/skip``.
-    """
-    values = _ints(tokens)
-    arch: dict[str, Any] = {}
-    pos, layer = 0, 0
-    while pos < len(values):
-        if pos + 1 + layer > len(values):
-            raise ValueError(f'macro arc of {len(values)} tokens ends inside layer {layer} '
-                             f'(a {layer}-layer arc has {layer * (layer + 1) // 2} tokens)')
-        op, bits = values[pos], values[pos + 1:pos + 1 + layer]
-        if not 0 <= op < len(MACRO_OPS) or any(b not in (0, 1) for b in bits):
-            raise ValueError(f'macro arc layer {layer}: op {op} / skip bits {bits} out of range')
-        arch[f'layer_{layer}/op'] = MACRO_OPS[op]
-        if layer > 0:
-            arch[f'layer_{layer}/skip'] = [j for j, bit in enumerate(bits) if bit]
-        pos += 1 + layer
-        layer += 1
-    return arch
-
-
-def micro_arch_from_tf(normal: str | list[int], reduce: str | list[int]) -> dict[str, Any]:
-    """Our micro labels for a TF micro ``fixed_arc`` (ENAS_SPEC B.5), one 4-tuple per node."""
-    arch: dict[str, Any] = {}
-    for cell, tokens in (('normal', normal), ('reduce', reduce)):
-        values = _ints(tokens)
-        if len(values) % 4:
-            raise ValueError(f'micro {cell} arc needs 4 integers per node, got {len(values)}')
-        for k in range(len(values) // 4):
-            node = k + 2
-            index_a, op_a, index_b, op_b = values[4 * k:4 * k + 4]
-            for slot, index, op in (('a', index_a, op_a), ('b', index_b, op_b)):
-                if not 0 <= index < node or not 0 <= op < len(MICRO_OPS):
-                    raise ValueError(f'micro {cell} node {node}: input {index} / op {op} out of range')
-                arch[f'{cell}/node_{node}/input_{slot}'] = [index]
-                arch[f'{cell}/node_{node}/op_{slot}'] = MICRO_OPS[op]
-    return arch
-
 
 def final_space_args(space: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Space-argument overrides for the final network from retraining ``settings``.
@@ -125,11 +39,6 @@ def final_space_args(space: str, settings: dict[str, Any]) -> dict[str, Any]:
         args['auxiliary'] = settings.get('aux_weight', 0.0) > 0
         args['drop_path_prob'] = settings.get('drop_path_prob', 0.0)
     return args
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Trainable parameters (the auxiliary head included)."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 class _EpochSampler:

@@ -5,6 +5,7 @@ Runtime: about 5 s on the 2-core dev machine (plus the one-off nni import).
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nni_enas  # noqa: E402
 from nni_enas import MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.architecture import (FORMAT, ArchitectureError, architecture_record, build_space,  # noqa: E402
-                                   check_arch, load_architecture, save_architecture, write_json_atomic)
+from nni.nas.nn.pytorch import LayerChoice  # noqa: E402
+from nni_enas.architecture import (FORMAT, ArchitectureError, architecture_record, build_network,  # noqa: E402
+                                   build_space, check_arch, load_architecture, save_architecture, write_json_atomic)
 from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
 
 torch.set_num_threads(1)
@@ -131,6 +133,31 @@ def test_not_an_object(tmp_path):
 def test_missing_file_lists_shipped_names(tmp_path):
     with pytest.raises(ArchitectureError, match='no such file.*paper-macro.*paper-micro'):
         load_architecture(tmp_path / 'nope.json')
+
+
+@pytest.mark.parametrize('space, args, message', [
+    ('macro', {'num_classes': 1e12}, 'num_classes must be an integer from 1 to 100000, got 1000000000000.0'),
+    ('macro', {'num_classes': 10**12}, 'num_classes must be an integer from 1 to 100000'),
+    ('macro', {'num_layers': 10**9}, 'num_layers must be an integer from 1 to 100, got 1000000000'),
+    ('micro', {'num_nodes': 10**6}, 'num_nodes must be an integer from 1 to 16'),
+    ('micro', {'channels': True}, 'channels must be an integer from 2 to 1024, got True'),
+    ('macro', {'dropout': 1.5}, 'dropout must be a number from 0.0 to 0.999'),
+])
+def test_absurd_space_args_are_refused_before_building_anything(tmp_path, space, args, message):
+    record = macro_record() if space == 'macro' else architecture_record(MicroSpace(**MICRO_ARGS), micro_arch())
+    record['space_args'] = {**record['space_args'], **args}
+    start = time.perf_counter()
+    assert message in load_error(tmp_path, record)
+    assert time.perf_counter() - start < 5                  # refused, not built (that would hang)
+
+
+def test_build_network_is_the_frozen_space_without_building_the_search_space():
+    record = architecture_record(MicroSpace(**MICRO_ARGS), micro_arch())
+    net = build_network(record, channels=6)
+    frozen = MicroSpace(**{**MICRO_ARGS, 'channels': 6}).freeze(record['arch'])
+    assert type(net) is type(frozen) and dict(net.args) == dict(frozen.args)
+    assert [(k, v.shape) for k, v in net.state_dict().items()] == [(k, v.shape) for k, v in frozen.state_dict().items()]
+    assert not any(isinstance(m, LayerChoice) for m in net.modules())
 
 
 def test_unknown_space_and_format(tmp_path):

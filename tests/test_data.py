@@ -1,6 +1,7 @@
 """Tests of nni_enas.data: readers, splits and the on-device batch loader (no network)."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,25 @@ def test_cifar_missing_gives_instructions(tmp_path):
     message = str(info.value)
     assert "cifar-10-batches-py" in message and "--dataset synthetic" in message
     assert str(tmp_path / "data") in message and "\n" not in message
+
+
+def test_cifar_failed_download_says_why_and_leaves_nothing(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(root, train, download):
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"half an archive")
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("user file")
+    for data_dir in (tmp_path / "new" / "data", tmp_path / "kept"):
+        with pytest.raises(DataError) as info:
+            load_data("cifar10", data_dir, split="final")
+        message = str(info.value)
+        assert "download failed (OSError: <urlopen error [Errno -3] Temporary failure" in message, message
+        assert "\n" not in message and "--dataset synthetic" in message
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "mine.txt"]   # nothing of ours left
 
 
 def test_cifar_corrupt_file_is_named(tmp_path):

@@ -189,7 +189,7 @@ def test_apply_tuner_parameters_in_trial(fake_trial, nni_report):
 
 
 @pytest.mark.parametrize('params, message', [
-    ({'search_for': 'mezzo'}, "invalid choice 'mezzo'"),
+    ({'search_for': 'mezzo'}, "invalid choice: 'mezzo'"),
     ({'batch_size': 'big'}, 'invalid int value'),
     ({'batch_size': 16.5}, 'invalid int value'),
     ({'nope': 1, 'search_for': 'macro'}, "unknown tuner parameter(s) 'nope'"),

@@ -1,4 +1,5 @@
-"""Tests of ``search.py``, the ENAS search command line (and ``nni_enas/cli.py`` through it).
+"""Tests of ``search.py``, the ENAS search command line, and through it of the shared plumbing
+(``cli.py``, ``runfolder.py``, ``runcontrol.py``, ``checkpoints.py``).
 
 Five runs are real subprocesses, started together by the ``cli_runs`` fixture so that their
 start-up (importing torch, NNI and Lightning: ~10 s each) overlaps: the two spaces end to end,
@@ -27,7 +28,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import search  # noqa: E402
-from nni_enas import cli  # noqa: E402
+from nni_enas import cli, runcontrol  # noqa: E402
+from nni_enas.checkpoints import checkpoint_epoch  # noqa: E402
 from nni_enas.architecture import load_architecture  # noqa: E402
 
 from helpers import write_cifar, write_png  # noqa: E402
@@ -41,6 +43,7 @@ SUMMARY = re.compile(r'^epoch (\d+)/(\d+)  child loss [\d.]+ acc [\d.]+  reward 
 NNI_TRIAL_ENV = ('NNI_PLATFORM', 'NNI_TRIAL_COMMAND_CHANNEL', 'NNI_OUTPUT_DIR', 'NNI_TRIAL_JOB_ID',
                  'NNI_EXP_ID', 'NNI_SYS_DIR', 'NNI_TRIAL_SEQ_ID')
 TIMEOUT = 400
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def summaries(text):
@@ -151,16 +154,20 @@ def test_search_end_to_end(cli_runs, space):
     assert settings['epochs'] == 2 and settings['batch_size'] == 16
     assert settings['ctrl_lr'] == search.SEARCH[space]['ctrl_lr']
     assert settings['weight_decay'] == search.SEARCH[space]['weight_decay']
-    assert cli.checkpoint_epoch(run_dir / 'checkpoints' / 'last.ckpt') == 2
+    assert checkpoint_epoch(run_dir / 'checkpoints' / 'last.ckpt') == 2
     # TensorBoard: per-epoch scalars and the controller's choice probabilities
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     assert list((run_dir / 'tensorboard').glob('events.out.tfevents.*'))
     events = EventAccumulator(str(run_dir / 'tensorboard'), size_guidance={'scalars': 0})
     events.Reload()
     tags = set(events.Tags()['scalars'])
-    for tag in ('search/child_loss', 'search/child_acc', 'search/mean_reward', 'search/baseline',
-                'search/entropy', 'search/skip_rate', 'search/images_per_s'):
+    for tag in ('search/mean_reward', 'search/baseline', 'search/entropy', 'search/images_per_s'):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    # one tag per value (the module logs child_loss/child_acc itself); no skip rate without skips
+    assert {'child_loss', 'child_acc'} <= tags and not {'search/child_loss', 'search/child_acc'} & tags
+    assert 'search/skip_rate' in tags or space == 'micro'    # (micro has no skips: the module reports none)
+    hparams = (run_dir / 'tensorboard' / 'hparams.yaml').read_text()
+    assert 'search_for: ' + space in hparams and 'ctrl_lr:' in hparams      # the run's settings
     label = 'layer_1/op' if space == 'macro' else 'normal/node_2/op_a'
     probs = [events.Scalars(tag)[-1].value for tag in tags if tag.startswith(f'controller/{label}/')]
     assert len(probs) == (6 if space == 'macro' else 5) and abs(sum(probs) - 1) < 1e-4   # one per op
@@ -176,7 +183,7 @@ def test_stop_signal_leaves_checkpoint_and_export(cli_runs, name, status):
     assert run.signalled_after is not None, out + err
     assert rc == status, err
     assert f'{name.upper()}: stopped in epoch ' in err
-    done = cli.checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
+    done = checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
     assert run.signalled_after <= done < 4
     record = checked_export(cwd / 'run' / 'exported.json', 'macro', epoch=done)
     assert record == json.loads((cwd / 'exported.json').read_text())
@@ -189,7 +196,7 @@ def test_sigkill_mid_epoch_then_resume(cli_runs, capsys, monkeypatch):
     run, cwd = cli_runs['sigkill']
     rc, out, _ = run.wait()
     assert rc == -signal.SIGKILL and run.signalled_after is not None, out
-    done = cli.checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
+    done = checkpoint_epoch(cwd / 'run' / 'checkpoints' / 'last.ckpt')
     assert run.signalled_after <= done < 4                     # at most the running epoch is lost
     checked_export(cwd / 'run' / 'exported.json', 'macro', epoch=done)
     monkeypatch.chdir(cwd)
@@ -206,15 +213,6 @@ def test_sigkill_mid_epoch_then_resume(cli_runs, capsys, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # in-process runs
 # --------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One torch thread, as the subprocesses (stable timing on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def call_main(argv, capsys):
     capsys.readouterr()
@@ -237,8 +235,14 @@ def test_help_explains_every_option_and_default(capsys):
     for expected in ('default: macro 310 / micro 150', 'default: macro 128 / micro 160',
                      'default: macro 12 / micro 6', 'default: macro 0.001 / micro 0.0035',
                      'default: macro 0.8 / micro 0.0', 'default: macro 0.05 / micro 0.05', 'default: 100', 'default: cifar10',
-                     'default: ./data', 'default: 1024', 'default: 5000', 'default: auto', 'runs/search-<space>-<time>'):
+                     'default: ./data', 'default: 1024', 'default: 5000', 'default: auto', 'runs/search-<space>-<time>',
+                     'only --device, --epochs, --export, --progress-bar and --workers may be changed',
+                     'resized to 32x32', '130 / 143 stopped by Ctrl-C / SIGTERM'):
         assert expected in text, expected
+    # every paper setting is a flag whose help gives both spaces' defaults, from the table itself
+    for key in search.PAPER_KEYS:
+        flag = '--' + key.replace('_', '-')
+        assert f'{flag} ' in text and cli.paper_default(search.SEARCH, key) in text, key
 
 
 def test_resume_at_epoch_boundary_equals_uninterrupted_run(tmp_path, capsys, monkeypatch):
@@ -295,7 +299,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, capsys, monkeypa
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 1 and 'NaN/inf in epoch 2/3' in errors[0] and '--lr-max' in errors[0], err
     assert len(summaries(out)) == 1
-    assert cli.checkpoint_epoch('run/checkpoints/last.ckpt') == 1
+    assert checkpoint_epoch('run/checkpoints/last.ckpt') == 1
     checked_export('run/exported.json', 'macro', epoch=1)
     checked_export('exported.json', 'macro', epoch=1)
 
@@ -365,7 +369,6 @@ def test_cuda_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 def test_stop_watcher_finds_a_signal_behind_a_lock_error():
     """A SIGTERM raised inside ``with lock:`` surfaces as the lock's RuntimeError; it is still a stop."""
-    from nni_enas import cli
 
     class Trainer:
         current_epoch = 2
@@ -379,11 +382,11 @@ def test_stop_watcher_finds_a_signal_behind_a_lock_error():
         except RuntimeError as error:
             return error
 
-    for interrupt, name, status in [(cli.TerminateRequest('signal 15'), 'SIGTERM', 143),
+    for interrupt, name, status in [(runcontrol.TerminateRequest('signal 15'), 'SIGTERM', 143),
                                     (KeyboardInterrupt(), 'SIGINT', 130)]:
-        watcher = cli.StopWatcher()
+        watcher = runcontrol.StopWatcher()
         watcher.on_exception(Trainer, None, raised_inside_lock(interrupt))
         assert (watcher.stopped_by, watcher.exit_status, watcher.epoch) == (name, status, 3)
-    watcher = cli.StopWatcher()
+    watcher = runcontrol.StopWatcher()
     watcher.on_exception(Trainer, None, ValueError('a real error'))
     assert watcher.stopped_by is None
