@@ -16,8 +16,8 @@ auxiliary head (weight 0.4), drop path 0.4. It is trained on the whole training 
 (T0 10, Tmul 2) and global-norm gradient clipping, and the test set is evaluated after every epoch.
 
 The run folder (--output, default runs/retrain-<arc>-<time>) holds args.json (the settings),
-checkpoints/last.ckpt (after every epoch), tensorboard/ and, at the end, result.json (test
-accuracy, parameter count, time). Ctrl-C stops at once keeping the last epoch's checkpoint;
+checkpoints/last.ckpt (after every epoch), tensorboard/, architecture.png (the network drawn)
+and, at the end, result.json (test accuracy, parameter count, time). Ctrl-C stops at once keeping the last epoch's checkpoint;
 --resume continues from there.
 """
 
@@ -43,6 +43,7 @@ from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architectu
                                    check_record, load_architecture)
 from nni_enas.checkpoints import last_checkpoint  # noqa: E402
 from nni_enas.data import DataError, load_data  # noqa: E402
+from nni_enas.draw import draw_architecture  # noqa: E402
 from nni_enas.files import write_json_atomic  # noqa: E402
 from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
 from nni_enas.recipe import ChildTraining, enas_sgd  # noqa: E402
@@ -50,6 +51,7 @@ from nni_enas.retraining import ReplicaHashes, RetrainData, count_parameters, fi
 
 COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'
+DRAWING_NAME = 'architecture.png'     # the network being trained, drawn (nni_enas/draw.py)
 # Settings taken from paper.FINAL[space] when not given: one flag each (paper.FINAL_FLAGS).
 PAPER_KEYS = cli.paper_keys(FINAL_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
@@ -329,6 +331,7 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     if paper is not None and space_args != {**record['space_args'], 'num_classes': train.num_classes}:
         paper = None
     if lead:
+        draw_architecture(record, run_dir / DRAWING_NAME, title=f'{args.arc}: {_describe_space(space_args)}')
         cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} ({record["space"]}, '
                 f'{_describe_space(space_args)}): {params:,} parameters'
                 + (f' (paper: {paper["params_m"]}M)' if paper else '')

@@ -29,13 +29,13 @@ import io
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from .architecture import SHIPPED_DIR, ArchitectureError, check_record, load_architecture
+from .files import write_bytes_atomic
 from .macro import reduction_layers
 from .ops import MACRO_OPS, MICRO_OPS
 
@@ -473,36 +473,9 @@ def render_png(drawing: Drawing, scale: float = 1.0) -> bytes:
 # files
 # --------------------------------------------------------------------------------------------
 
-def _umask() -> int:
-    try:   # thread-safe on Linux
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename: no half-written file, ever.
-
-    The file gets the permissions a plain ``open(path, 'w')`` would give (``0o666`` less the
-    umask), not ``mkstemp``'s private ``0o600``. The folder must exist.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` whole or not at all, with the user's umask; the folder must exist."""
+    write_bytes_atomic(path, data, make_parents=False)
 
 
 def _resolve(architecture: dict[str, Any] | str | os.PathLike) -> tuple[dict[str, Any], str | None]:

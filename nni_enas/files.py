@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ['atomic_write', 'write_json_atomic', 'new_file_mode']
+__all__ = ['atomic_write', 'write_json_atomic', 'write_bytes_atomic', 'new_file_mode']
 
 
 def new_file_mode() -> int:
@@ -27,15 +27,18 @@ def new_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, binary: bool = False, sync: bool = False) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, binary: bool = False, sync: bool = False,
+                 make_parents: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; rename it over ``path`` when the block ends.
 
     If the block raises, the temporary file is removed and ``path`` is left as it was. The file
     gets the mode of the one it replaces, or :func:`new_file_mode`. ``sync`` flushes it to disk
     before the rename (checkpoints: a power cut must not leave an empty file under the name).
+    With ``make_parents=False`` a missing folder is an error (``FileNotFoundError``), not created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
@@ -60,3 +63,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     with atomic_write(path) as f:
         json.dump(data, f, indent=2)
         f.write('\n')
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, make_parents: bool = True) -> None:
+    """Write ``data`` with :func:`atomic_write` (images, for instance)."""
+    with atomic_write(path, binary=True, make_parents=make_parents) as f:
+        f.write(data)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,6 +147,8 @@ def read_result(run_dir: Path) -> dict:
         assert key in result, key
     assert 0.0 <= result['test_acc'] <= result['best_test_acc'] <= 1.0
     assert abs(result['test_error'] - (1 - result['test_acc'])) < 1e-9
+    with Image.open(run_dir / 'architecture.png') as drawing:    # the network trained, drawn
+        assert drawing.format == 'PNG' and min(drawing.size) > 100
     return result
 
 
