@@ -513,3 +513,27 @@ def test_export_writes_our_exported_json(tmp_path):
     assert record['provenance']['epoch'] == 2 and record['provenance']['epochs'] == 2
     assert record['provenance']['reward'] == exported.reward and record['provenance']['greedy'] == exported.greedy
     assert set(exported.probabilities) == set(exported.arch)
+
+
+def test_cuda_graphs_wiring_calls_graph_supernet_once_per_module(tmp_path, monkeypatch):
+    """The module hands its supernet to nni_enas.cuda_graphs once, when the first fit starts on its device."""
+    import importlib.machinery
+    import types
+    calls = []
+    stand_in = types.ModuleType('nni_enas.cuda_graphs')
+    stand_in.__spec__ = importlib.machinery.ModuleSpec('nni_enas.cuda_graphs', None)
+
+    def graph_supernet(supernet, mode='auto', *, device=None, wrapper=None):
+        calls.append((supernet, mode, torch.device(device)))
+        return ['stem'] if mode == 'auto' else []
+    stand_in.graph_supernet = graph_supernet
+    monkeypatch.setitem(sys.modules, 'nni_enas.cuda_graphs', stand_in)
+    trainer = tiny_trainer(tmp_path, epochs=1, cuda_graphs='off')
+    trainer.fit()
+    assert calls == [(trainer.supernet, 'off', torch.device('cpu'))] and trainer.module.graphed_modules == []
+    trainer.trainer.fit_loop.max_epochs = 2
+    trainer.fit()                                   # a second fit of the same module: not wrapped again
+    assert len(calls) == 1
+    trainer = tiny_trainer(tmp_path / 'auto', epochs=1)
+    trainer.fit()
+    assert calls[-1][1] == 'auto' and trainer.module.graphed_modules == ['stem']
