@@ -67,6 +67,13 @@ def _cycle(loader) -> Iterator:
             raise ValueError('the reward (validation) dataloader is empty')
 
 
+def _batch_size(batch) -> int:
+    try:
+        return extract_batch_size(batch)
+    except Exception:  # noqa: BLE001 - a batch without tensors: images/s is then unknown (0)
+        return 0
+
+
 class _LogRecorder:
     """Stands in for a LightningModule's ``log`` to read what its ``validation_step`` logs."""
 
@@ -266,6 +273,8 @@ class EnasModule(BaseOneShotLightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(_CONTROLLER_OPTIMIZER_KEY)
+        if state is None and len(checkpoint.get('optimizer_states', ())) == 2:
+            state = checkpoint['optimizer_states'].pop()   # a checkpoint of 0.1.0: Lightning held the Adam
         if state is not None and self.ctrl_optimizer is not None:
             self.ctrl_optimizer.load_state_dict(state)   # Adam casts its state to the (CPU) parameters
         return self.training_module.on_load_checkpoint(checkpoint)
@@ -296,7 +305,7 @@ class EnasModule(BaseOneShotLightningModule):
         self._child_losses.append(loss.detach())
         self.advance_optimization(loss, batch_idx, gradient_clip_val=self.grad_clip,
                                   gradient_clip_algorithm='norm' if self.grad_clip else None)
-        self._child_images += extract_batch_size(batch)
+        self._child_images += _batch_size(batch)
         self.advance_lr_schedulers(batch_idx)
         return loss
 
@@ -406,7 +415,7 @@ class EnasModule(BaseOneShotLightningModule):
                 metric = []
                 for arch in archs:
                     self.apply(arch)
-                    metric.append(self._reward(self._to_device(next(batches))))
+                    metric.append(torch.as_tensor(self._score([self._to_device(next(batches))]), dtype=torch.float32))
                 reward = torch.stack(metric).cpu() + self.entropy_weight * entropy.detach()   # one transfer
                 baselines = []
                 for r in reward:
@@ -493,7 +502,7 @@ class EnasModule(BaseOneShotLightningModule):
             scores = []
             for arch in archs:
                 self.apply(arch)
-                scores.append(self._score(batches))
+                scores.append(torch.as_tensor(self._score(batches), dtype=torch.float32))
         finally:
             self.training_module.train()
         scores = torch.stack(scores).cpu()          # one transfer for all candidates
