@@ -135,7 +135,6 @@ class AttentionSpace(ModelSpace):
         super().__init__()
         self.proj = LayerChoice([nn.Linear(dim, dim), nn.Sequential(nn.Linear(dim, dim), nn.ReLU())], label='proj')
         self.head = nn.Linear(dim, 3)
-        self.seen = []
 
     def forward(self, x):
         q, k, v = x                          # the evaluator hands the model the whole input structure
