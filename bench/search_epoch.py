@@ -1,21 +1,37 @@
 """One ENAS search epoch of ours on synthetic CIFAR-shaped data, with a time breakdown.
 
-The epoch is the peers' (../shared/peer-bench): N samples, the first half trains the shared
-weights (one sampled child per minibatch, SGD 0.05 / momentum 0.9 / wd 1e-4, clip 5), the second
-half gives the controller's rewards (one sampled child per minibatch). By default the controller
-aggregates all reward batches into one update (the peers, with 20 > 8 batches, make none).
+The default epoch is the peers' (../shared/peer-bench): N samples, the first half trains the
+shared weights (one sampled child per minibatch, SGD 0.05 / momentum 0.9 / wd 1e-4, clip 5), the
+second half gives the controller's rewards (one sampled child per minibatch). By default the
+controller aggregates all reward batches into one update (the peers, with 20 > 8 batches, make
+none), and no export is made (``--num-candidates 0``).
 
-stdout: JSON lines only; the last one is the metrics dict. The breakdown times are measured by
-wrapping the library's methods from here (the library is not changed for benchmarking):
+``--paper`` is the paper's epoch instead: a 45k/5k synthetic split, the paper's batch size,
+controller (50 x 20 = 1000 samples for macro, 30 x 10 = 300 for micro), SGD recipe and 100
+export candidates; the metrics line then also has the projected hours of the full search (310
+macro / 150 micro epochs).
 
-* ``limit_s``: child forward + backward of the sampled networks (child phase) plus the child
-  forwards that compute rewards (controller phase): the work ENAS cannot avoid;
-* ``optimizer_s`` (shared-weight SGD step + gradient clipping), ``sample_s`` (controller sampling),
-  ``resample_s`` (routing the supernet), ``data_s`` (loader ``next``), ``controller_update_s``
-  (REINFORCE backward + Adam), ``other_s`` (Lightning, logging, everything else);
-* ``overhead`` = 1 - limit_s / epoch_s.
+stdout: JSON lines only; the last one is the metrics dict. Which epochs run (``--full``, the
+default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
+
+1. warm-up epoch (cuDNN autotuning, CUDA-graph capture), untimed;
+2. clean epoch: nothing wrapped, one timer around it: ``epoch_s`` and ``projected_hours``;
+3. instrumented epoch: the library's methods wrapped from here (with a device synchronisation
+   around each call, so its total is a little slower): the breakdown;
+4. profiled epoch (``torch.profiler``): the device's kernel time; ``gpu_busy_share`` = kernel
+   time / the clean epoch's seconds (on CPU there are no device kernels: 0).
+
+Breakdown (``breakdown_s``): ``child_phase`` (the epoch's training steps), of which
+``child_forward``, ``child_backward``, ``optimizer_step_and_clip``, ``supernet_resampling``,
+``data_loading``; ``controller_sampling`` (every ``sample_batch``: child phase, controller phase
+and export), ``reward_forwards`` (controller phase), ``controller_update`` (the rest of the
+controller phase: reward transfer, baseline, REINFORCE backward, Adam), ``export`` (best of K),
+``other`` (Lightning, logging, everything else). ``limit_s`` = child forward + backward + reward
+forwards (the work ENAS cannot avoid), ``overhead`` = 1 - limit_s / epoch_s.
 
     python3 bench/search_epoch.py --search-for macro --samples 1024 --batch-size 64 --device cpu
+    python3 bench/search_epoch.py --search-for micro --paper --device cuda
+    python3 bench/search_epoch.py --search-for macro --samples 64 --batch-size 16 --layers 2 --channels 4 --full
 """
 
 from __future__ import annotations
@@ -25,20 +41,33 @@ import functools
 import os
 import sys
 import time
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import env_facts, median, peak_rss_mib, print_json, stdout_to_stderr  # noqa: E402
 
+PAPER_SAMPLES, PAPER_VALID = 50_000, 5_000       # the paper's 45k / 5k split of CIFAR-10's training set
 
-def parse_args():
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--search-for', choices=['macro', 'micro'], default='macro', help='search space')
-    p.add_argument('--samples', type=int, default=1024, help='synthetic images (half train, half reward)')
-    p.add_argument('--batch-size', type=int, default=64, help='minibatch size of both halves')
+    p.add_argument('--samples', type=int, default=None,
+                   help='synthetic images (half train, half reward) (default: 1024; --paper: 50000, 45k/5k; '
+                        'given with --paper: a tenth rewards, for a quick smoke test of the paper epoch)')
+    p.add_argument('--batch-size', type=int, default=64, help='minibatch size of both halves (--paper: the paper\'s)')
     p.add_argument('--device', default='cpu', help='cpu, cuda or auto')
+    p.add_argument('--paper', action='store_true',
+                   help='the paper\'s epoch: 45k/5k split, paper batch size, controller steps and samples, '
+                        '100 export candidates (overrides --samples, --batch-size, --ctrl-steps-aggregate)')
+    p.add_argument('--full', action=argparse.BooleanOptionalAction, default=None,
+                   help='warm-up + clean + instrumented + profiled epochs (default: on for CUDA)')
+    p.add_argument('--num-candidates', type=int, default=None,
+                   help='export candidates scored after the epoch (default: 0, none; --paper: 100)')
+    p.add_argument('--cuda-graphs', choices=['auto', 'off'], default='auto', help='CUDA graphs for the supernet')
     p.add_argument('--network', choices=['ours', 'peers'], default='ours',
                    help="'ours': our MacroSpace/MicroSpace; 'peers': the peer benchmarks' own NNI 3.0 spaces "
                         "(../shared/peer-bench/peer_nni30/spaces.py), i.e. the very networks the peers train, "
@@ -53,182 +82,317 @@ def parse_args():
     p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave the default)')
     p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--sample-reps', type=int, default=20, help='controller samples timed after the epoch')
-    return p.parse_args()
+    return p.parse_args(argv)
 
+
+# --------------------------------------------------------------------------- set-up
+
+def resolve_device(name: str) -> str:
+    import torch
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return name
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    import torch
+    return torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+
+
+def build_space(args):
+    """The space to search and its (layers, channels); the peers' spaces when --network peers."""
+    from nni_enas import MacroSpace, MicroSpace
+    from nni_enas.paper import SEARCH
+    settings = SEARCH[args.search_for]
+    if args.network == 'peers':
+        sys.path.insert(0, os.path.join(args.peer_dir, 'peer_nni30'))
+        import spaces as peer_spaces   # the peers' NNI 3.0 model spaces, used as they are
+        return peer_spaces.build(args.search_for, skip_impl='inputchoice'), None, None
+    layers = args.layers or settings['layers']
+    channels = args.channels or settings['channels']
+    cls = MacroSpace if args.search_for == 'macro' else MicroSpace
+    return cls(num_layers=layers, channels=channels), layers, channels
+
+
+def build_search(args, device: str, epochs: int):
+    """``(trainer, train_loader, reward_loader, space facts)``: our EnasTrainer on synthetic data."""
+    import torch
+    from nni_enas import EnasTrainer
+    from nni_enas.data import BatchLoader, load_data
+    from nni_enas.paper import SEARCH, controller_kwargs
+    from nni_enas.recipe import accuracy, enas_sgd
+
+    settings = SEARCH[args.search_for]
+    space, layers, channels = build_space(args)
+    if args.paper:
+        samples = args.samples or PAPER_SAMPLES
+        valid_size = PAPER_VALID if args.samples is None else max(1, samples // 10)
+        batch_size = settings['batch_size']
+    else:
+        samples = args.samples or 1024
+        valid_size, batch_size = samples // 2, args.batch_size
+    train, valid = load_data('synthetic', None, split='search', synthetic_size=samples, valid_size=valid_size,
+                             seed=args.seed)
+    train_loader = BatchLoader(train, batch_size, shuffle=True, augment=True, device=device)
+    reward_loader = BatchLoader(valid, batch_size, shuffle=True, augment=False, device=device)
+    if args.paper:
+        aggregate, ctrl_steps = settings['ctrl_steps_aggregate'], settings['ctrl_steps']
+        optimizer = lambda params: enas_sgd(params, lr_max=settings['lr_max'], lr_min=settings['lr_min'],  # noqa: E731
+                                            weight_decay=settings['weight_decay'])
+    else:
+        aggregate = args.ctrl_steps_aggregate or len(reward_loader)
+        ctrl_steps = max(1, len(reward_loader) // aggregate)
+        optimizer = torch.optim.SGD(space.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
+    num_candidates = args.num_candidates if args.num_candidates is not None else (100 if args.paper else 0)
+    trainer = EnasTrainer(
+        space, torch.nn.CrossEntropyLoss(), None, accuracy, optimizer, epochs, None,
+        dataloaders=(train_loader, reward_loader), device=device, grad_clip=5.0,
+        ctrl_lr=settings['ctrl_lr'], ctrl_steps_aggregate=aggregate, ctrl_steps=ctrl_steps,
+        ctrl_kwargs=controller_kwargs(settings), reward_train_mode=settings['reward_train_mode'],
+        num_candidates=max(1, num_candidates), cuda_graphs=args.cuda_graphs,
+        trainer_kwargs=dict(enable_progress_bar=False))
+    facts = dict(samples=samples, batch_size=batch_size, layers=layers, channels=channels,
+                 model_params=sum(p.numel() for p in space.parameters()), ctrl_steps=ctrl_steps,
+                 ctrl_steps_aggregate=aggregate, num_candidates=num_candidates)
+    return trainer, train_loader, facts
+
+
+# --------------------------------------------------------------------------- measuring
 
 class Timers:
+    """Totals of wrapped calls, per phase ('child', 'ctrl', 'export'), each call synchronised."""
+
     def __init__(self, sync):
         self.sync = sync
         self.total: dict[str, float] = {}
         self.phase = 'child'
+        self.enabled = False
 
-    def wrap(self, owner, name, key, per_phase=False):
+    def add(self, key: str, seconds: float) -> None:
+        self.total[key] = self.total.get(key, 0.0) + seconds
+
+    def get(self, key: str) -> float:
+        return self.total.get(key, 0.0)
+
+    def wrap(self, owner, name, key, per_phase=False, phase=None):
         fn = getattr(owner, name)
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
+            if not self.enabled:
+                return fn(*args, **kwargs)
+            previous = self.phase
+            if phase is not None:
+                self.phase = phase
             self.sync()
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.sync()
-                k = f'{key}_{self.phase}' if per_phase else key
-                self.total[k] = self.total.get(k, 0.0) + time.perf_counter() - t
+                self.add(f'{key}_{self.phase}' if per_phase else key, time.perf_counter() - t)
+                self.phase = previous
         setattr(owner, name, timed)
 
 
-def main():
-    args = parse_args()
+def instrument(trainer, train_loader, timers: Timers) -> None:
+    """Wrap the library's methods (from here: the library is not changed for benchmarking)."""
+    module = trainer.module
+    model = module.training_module.model
+    timers.wrap(model, 'forward', 'forward', per_phase=True)
+    timers.wrap(module, 'manual_backward', 'backward')
+    timers.wrap(module.training_module, 'optimizer_step', 'optimizer')
+    timers.wrap(module.training_module, 'configure_gradient_clipping', 'optimizer')
+    timers.wrap(trainer.controller, 'sample_batch', 'sample', per_phase=True)
+    timers.wrap(module, 'apply', 'resample', per_phase=True)
+    timers.wrap(module, 'train_controller', 'controller_phase', phase='ctrl')
+    timers.wrap(module, 'export_candidates', 'export', phase='export')
+    timers.wrap(module, 'finish_epoch', 'epoch_end')
+
+    iter_fn = type(train_loader).__iter__
+
+    def timed_iter(loader):
+        it = iter_fn(loader)
+        while True:
+            enabled = timers.enabled
+            if enabled:
+                timers.sync()
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            if enabled:
+                timers.sync()
+                timers.add('data', time.perf_counter() - t)
+            yield batch
+    train_loader.__class__ = type('TimedLoader', (type(train_loader),), {'__iter__': timed_iter})
+
+
+def epoch_timer(sync, export: bool):
+    """A Lightning callback timing every epoch (and every training batch), export included."""
+    import pytorch_lightning as pl
+
+    class EpochTimer(pl.Callback):
+        def __init__(self):
+            self.epoch_s: list[float] = []
+            self.batch_s: list[list[float]] = []
+
+        def on_train_epoch_start(self, trainer_, pl_module):
+            sync()
+            self.t0 = time.perf_counter()
+            self.batch_s.append([])
+
+        def on_train_batch_start(self, trainer_, pl_module, batch, batch_idx):
+            self.tb = time.perf_counter()
+
+        def on_train_batch_end(self, trainer_, pl_module, outputs, batch, batch_idx):
+            self.batch_s[-1].append(time.perf_counter() - self.tb)
+
+        def on_train_epoch_end(self, trainer_, pl_module):
+            # as search.py's ArchitectureExport: controller phase, then the export, before the checkpoint
+            pl_module.export_epoch() if export else pl_module.finish_epoch()
+            sync()
+            self.epoch_s.append(time.perf_counter() - self.t0)
+
+    return EpochTimer()
+
+
+def breakdown(T: Timers, epoch_s: float) -> dict[str, float]:
+    """The instrumented epoch's time by what it did (see the module docstring); the parts but
+    ``child_phase`` (an aggregate) sum to ``epoch_s``."""
+    ctrl = T.get('controller_phase')
+    reward_forwards = T.get('forward_ctrl')
+    parts = {
+        'child_forward': T.get('forward_child'), 'child_backward': T.get('backward'),
+        'optimizer_step_and_clip': T.get('optimizer'), 'data_loading': T.get('data'),
+        'supernet_resampling': T.get('resample_child') + T.get('resample_ctrl'),
+        'controller_sampling': T.get('sample_child') + T.get('sample_ctrl'),
+        'reward_forwards': reward_forwards,
+        'controller_update': ctrl - reward_forwards - T.get('sample_ctrl') - T.get('resample_ctrl'),
+        'export': T.get('export'),
+    }
+    parts['other'] = epoch_s - sum(parts.values())
+    parts['child_phase'] = epoch_s - T.get('epoch_end') - T.get('export')
+    return parts
+
+
+def time_controller_samples(trainer, sync, reps: int) -> list[float]:
+    import torch
+    sample_ms = []
+    with torch.no_grad():
+        for _ in range(reps):
+            sync()
+            t = time.perf_counter()
+            trainer.module.apply(trainer.controller.sample_batch(1)[0][0])
+            sync()
+            sample_ms.append((time.perf_counter() - t) * 1000)
+    return sample_ms
+
+
+# --------------------------------------------------------------------------- main
+
+def run(args) -> dict[str, Any]:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    with stdout_to_stderr():
-        import pytorch_lightning as pl
-        import nni_enas
-        from nni_enas import EnasTrainer, MacroSpace, MicroSpace
-        from nni_enas.data import BatchLoader, load_data
-        from nni_enas.paper import SEARCH, controller_kwargs
-        from nni_enas.recipe import accuracy
+    device = resolve_device(args.device)
+    sync = synchronizer(device)
+    full = args.full if args.full is not None else device.startswith('cuda')
+    plan = ['warmup', 'clean', 'instrumented', 'profiled'] if full else ['instrumented']
 
-        device = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device
-        device = 'cpu' if device == 'auto' else device
-        sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
-        settings = SEARCH[args.search_for]
-        layers = args.layers or settings['layers']
-        channels = args.channels or settings['channels']
-        if args.network == 'peers':
-            sys.path.insert(0, os.path.join(args.peer_dir, 'peer_nni30'))
-            import spaces as peer_spaces   # the peers' NNI 3.0 model spaces, used as they are
-            space = peer_spaces.build(args.search_for, skip_impl='inputchoice')
-            layers = channels = None
-        else:
-            space = (MacroSpace if args.search_for == 'macro' else MicroSpace)(num_layers=layers, channels=channels)
-        n_params = sum(p.numel() for p in space.parameters())
-        train, valid = load_data('synthetic', None, split='search', synthetic_size=args.samples,
-                                 valid_size=args.samples // 2, seed=args.seed)
-        train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
-        reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
-        aggregate = args.ctrl_steps_aggregate or len(reward_loader)
-        optimizer = torch.optim.SGD(space.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
-        trainer = EnasTrainer(
-            space, torch.nn.CrossEntropyLoss(), None, accuracy, optimizer, 1, None,
-            dataloaders=(train_loader, reward_loader), device=device, grad_clip=5.0,
-            ctrl_lr=settings['ctrl_lr'], ctrl_steps_aggregate=aggregate,
-            ctrl_steps=max(1, len(reward_loader) // aggregate), ctrl_kwargs=controller_kwargs(settings),
-            reward_train_mode=settings['reward_train_mode'],
-            trainer_kwargs=dict(enable_progress_bar=False))
+    with stdout_to_stderr():
+        import nni_enas
+        from nni_enas.paper import SEARCH
+        trainer, train_loader, facts = build_search(args, device, epochs=len(plan))
         module = trainer.module
         ctrl_before = [p.detach().clone() for p in trainer.controller.parameters()]
-
         timers = Timers(sync)
-        model = module.training_module.model
-        timers.wrap(model, 'forward', 'forward', per_phase=True)
-        timers.wrap(module, 'manual_backward', 'backward')
-        timers.wrap(module.training_module, 'optimizer_step', 'optimizer')
-        timers.wrap(module.training_module, 'configure_gradient_clipping', 'optimizer')
-        timers.wrap(trainer.controller, 'sample', 'sample', per_phase=True)
-        timers.wrap(module, 'apply', 'resample', per_phase=True)
-        timers.wrap(module, 'train_controller', 'controller_phase')
-        original_train_controller = module.train_controller
-
-        def train_controller():
-            timers.phase = 'ctrl'
-            try:
-                return original_train_controller()
-            finally:
-                timers.phase = 'child'
-        module.train_controller = train_controller
-
-        batch_times: list[float] = []
-
-        class EpochTimer(pl.Callback):
-            def on_train_epoch_start(self, trainer_, pl_module):
-                sync()
-                self.t0 = time.perf_counter()
-
-            def on_train_batch_start(self, trainer_, pl_module, batch, batch_idx):
-                sync()
-                self.tb = time.perf_counter()
-
-            def on_train_batch_end(self, trainer_, pl_module, outputs, batch, batch_idx):
-                sync()
-                batch_times.append(time.perf_counter() - self.tb)
-
-            def on_train_epoch_end(self, trainer_, pl_module):
-                sync()
-                self.epoch_s = time.perf_counter() - self.t0
-
-        timer = EpochTimer()
+        instrument(trainer, train_loader, timers)
+        timer = epoch_timer(sync, export=facts['num_candidates'] > 0)
         trainer.trainer.callbacks.append(timer)
 
-        # data loading: time spent getting each training batch
-        iter_fn = type(train_loader).__iter__
+        # Lightning runs the plan's epochs in one fit; each epoch's role is set at its start.
+        import pytorch_lightning as pl
+        profiled: dict[str, Any] = {}
 
-        def timed_iter(loader):
-            it = iter_fn(loader)
-            while True:
-                sync()
-                t = time.perf_counter()
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    return
-                sync()
-                timers.total['data'] = timers.total.get('data', 0.0) + time.perf_counter() - t
-                yield batch
-        train_loader.__class__ = type('TimedLoader', (type(train_loader),), {'__iter__': timed_iter})
+        class Plan(pl.Callback):
+            def on_train_epoch_start(self, trainer_, pl_module):
+                role = plan[trainer_.current_epoch]
+                timers.enabled = role == 'instrumented'
+                if role == 'profiled':
+                    self.profiler = _start_profiler(device)
 
+            def on_train_epoch_end(self, trainer_, pl_module):
+                if plan[trainer_.current_epoch] == 'profiled':
+                    profiled.update(_stop_profiler(self.profiler))
+                timers.enabled = False
+
+        trainer.trainer.callbacks.append(Plan())
         wall0 = time.perf_counter()
         trainer.fit()
         fit_s = time.perf_counter() - wall0
+        sample_ms = time_controller_samples(trainer, sync, args.sample_reps)
 
-        sample_ms = []
-        with torch.no_grad():
-            for _ in range(args.sample_reps):
-                sync()
-                t = time.perf_counter()
-                module.apply(trainer.controller.sample()[0])
-                sync()
-                sample_ms.append((time.perf_counter() - t) * 1000)
-
-    T = timers.total
+    roles = dict(zip(plan, timer.epoch_s))
+    instrumented_s = roles['instrumented']
+    epoch_s = roles.get('clean', instrumented_s)
+    parts = breakdown(timers, instrumented_s)
+    child_s = parts.pop('child_phase')
+    batches = timer.batch_s[plan.index('instrumented')]
+    limit_s = parts['child_forward'] + parts['child_backward'] + parts['reward_forwards']
     stats = module.epoch_stats
-    # The last training batch includes the controller phase: leave it out of the per-batch times.
-    child_batches = batch_times[:-1] if len(batch_times) > 1 else batch_times
-    controller_s = T.get('controller_phase', 0.0)
-    epoch_s = getattr(timer, 'epoch_s', fit_s)
-    child_s = epoch_s - controller_s
-    limit_s = T.get('forward_child', 0.0) + T.get('backward', 0.0) + T.get('forward_ctrl', 0.0)
-    ctrl_update_s = controller_s - T.get('forward_ctrl', 0.0) - T.get('sample_ctrl', 0.0) - T.get('resample_ctrl', 0.0)
-    accounted = limit_s + T.get('optimizer', 0.0) + T.get('sample_child', 0.0) + T.get('sample_ctrl', 0.0) + \
-        T.get('resample_child', 0.0) + T.get('resample_ctrl', 0.0) + T.get('data', 0.0) + ctrl_update_s
-    images = len(train_loader.dataset)
-    print_json({
-        'impl': 'nni-enas', 'space': args.search_for, 'samples': args.samples, 'batch_size': args.batch_size,
-        'device': device, 'network': args.network, 'layers': layers, 'channels': channels, 'model_params': n_params,
-        'epoch_s': epoch_s, 'fit_s': fit_s,
-        'child_train_s': child_s, 'child_train_images': images, 'child_train_img_per_s': images / child_s,
-        'child_train_batch_s': child_batches, 'child_train_batch_median_s': median(child_batches),
-        'controller_s': controller_s, 'controller_samples': stats.get('samples'),
-        'epoch_img_per_s': args.samples / epoch_s,
-        'limit_s': limit_s, 'overhead': 1 - limit_s / epoch_s,
-        'breakdown_s': {
-            'child_forward': T.get('forward_child', 0.0), 'child_backward': T.get('backward', 0.0),
-            'reward_forward': T.get('forward_ctrl', 0.0), 'optimizer_step_and_clip': T.get('optimizer', 0.0),
-            'controller_sampling': T.get('sample_child', 0.0) + T.get('sample_ctrl', 0.0),
-            'controller_update': ctrl_update_s,
-            'supernet_resampling': T.get('resample_child', 0.0) + T.get('resample_ctrl', 0.0),
-            'data_loading': T.get('data', 0.0), 'other': epoch_s - accounted,
-        },
+    metrics = {
+        'impl': 'nni-enas', 'space': args.search_for, 'paper': args.paper, 'device': device, 'network': args.network,
+        **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'graphed_modules': len(module.graphed_modules),
+        'epoch_s': epoch_s, 'instrumented_epoch_s': instrumented_s, 'fit_s': fit_s,
+        'child_train_s': child_s, 'child_train_images': len(train_loader.dataset),
+        'child_train_img_per_s': len(train_loader.dataset) / child_s,
+        'child_train_batch_s': batches, 'child_train_batch_median_s': median(batches),
+        'controller_s': timers.get('controller_phase'), 'controller_samples': stats.get('samples'),
+        'epoch_img_per_s': facts['samples'] / epoch_s,
+        'limit_s': limit_s, 'overhead': 1 - limit_s / instrumented_s,
+        'child_phase_s': child_s, 'breakdown_s': parts,
+        'breakdown_share': {k: v / instrumented_s for k, v in parts.items()},
         'sample_arch_ms': sum(sample_ms) / max(1, len(sample_ms)),
         'controller_params_changed': any(not torch.equal(a, b) for a, b in
                                          zip(ctrl_before, trainer.controller.parameters())),
+        'controller_device': str(next(trainer.controller.parameters()).device),
         'peak_rss_mib': peak_rss_mib(),
         'peak_cuda_mib': torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith('cuda') else None,
         'nni_enas': nni_enas.__version__, **env_facts(device),
-    })
+    }
+    if 'clean' in roles:
+        epochs = SEARCH[args.search_for]['epochs']
+        metrics['projected_hours'] = epoch_s * epochs / 3600
+        metrics['projected_for_epochs'] = epochs
+    if profiled:
+        metrics.update(profiled)
+        metrics['gpu_busy_share'] = profiled['kernel_s'] / epoch_s if device.startswith('cuda') else None
+    return metrics
+
+
+def _start_profiler(device: str):
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith('cuda') else [])
+    prof = profile(activities=activities, record_shapes=False)
+    prof.__enter__()
+    prof.t0 = time.perf_counter()
+    return prof
+
+
+def _stop_profiler(prof) -> dict[str, Any]:
+    wall = time.perf_counter() - prof.t0
+    prof.__exit__(None, None, None)
+    kernel_us = 0.0
+    for event in prof.key_averages():
+        kernel_us += getattr(event, 'self_device_time_total', getattr(event, 'self_cuda_time_total', 0.0)) or 0.0
+    return {'profiled_epoch_s': wall, 'kernel_s': kernel_us / 1e6}
+
+
+def main(argv=None):
+    print_json(run(parse_args(argv)))
 
 
 if __name__ == '__main__':

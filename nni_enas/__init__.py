@@ -9,9 +9,10 @@ _warnings.filterwarnings('ignore', message=r".*is found to be not a nn\.Module.*
 from .architecture import load_architecture, save_architecture  # noqa: E402
 from .controller import ReinforceController  # noqa: E402
 from .enas import Enas, EnasModule  # noqa: E402
+from .export import ArchitectureExport, EpochExport, write_exported  # noqa: E402
 from .macro import MacroSpace  # noqa: E402
 from .micro import MicroSpace  # noqa: E402
 from .trainer import EnasTrainer  # noqa: E402
 
 __all__ = ['MacroSpace', 'MicroSpace', 'ReinforceController', 'EnasTrainer', 'Enas', 'EnasModule',
-           'load_architecture', 'save_architecture']
+           'ArchitectureExport', 'EpochExport', 'write_exported', 'load_architecture', 'save_architecture']

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from .enas import Enas, EnasModule
+from .export import ArchitectureExport
 from .recipe import ChildTraining
 
 __all__ = ['EnasTrainer']
@@ -37,7 +38,8 @@ class EnasTrainer:
     metrics
         ``metrics(logits, target) -> dict``, logged for the child model.
     reward_function
-        ``reward_function(logits, target)`` -> the controller's reward on a validation minibatch.
+        ``reward_function(logits, target)`` -> the controller's reward on a validation minibatch;
+        ``None`` with ``reward_metric_name``, or for top-1 accuracy.
     optimizer
         Optimizer of the shared weights (built on ``model.parameters()``).
     num_epochs
@@ -60,6 +62,16 @@ class EnasTrainer:
     num_candidates, candidate_batches, reward_train_mode, aux_weight
         Export and reward settings, see :class:`~nni_enas.enas.EnasModule` and
         :class:`~nni_enas.recipe.ChildTraining`.
+    reward_metric_name, reward_metric_mode
+        Reward the controller with a metric the recipe's ``validation_step`` logs instead of
+        ``reward_function`` (:class:`~nni_enas.recipe.ChildTraining` logs ``test_loss`` and
+        ``test_<name>`` for each of ``metrics``, e.g. ``test_acc``); see
+        :class:`~nni_enas.enas.EnasModule`.
+    cuda_graphs
+        ``'auto'`` (CUDA graphs on a CUDA device) or ``'off'``.
+    export_path
+        Write ``exported.json`` (the best of ``num_candidates``, :mod:`nni_enas.export`) there
+        after every epoch; needs a :class:`~nni_enas.MacroSpace` / :class:`~nni_enas.MicroSpace`.
     callbacks, trainer_kwargs
         Extra Lightning callbacks and ``pl.Trainer`` arguments (e.g. ``default_root_dir``, ``logger``).
 
@@ -78,7 +90,9 @@ class EnasTrainer:
                  ctrl_steps_aggregate=20, ctrl_steps=None, ctrl_kwargs=None, *,
                  lr_scheduler=None, dataloaders: tuple | None = None, num_candidates: int = 100,
                  candidate_batches: int = 1, reward_train_mode: bool = False, aux_weight: float = 0.4,
-                 callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None):
+                 callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None,
+                 reward_metric_name: str | None = None, reward_metric_mode: str | None = None,
+                 cuda_graphs: str = 'auto', export_path: str | None = None):
         self.space = model
         self.num_epochs = num_epochs
         self.device = device
@@ -86,7 +100,8 @@ class EnasTrainer:
         self.supernet = self.strategy.mutate_model(model)
         recipe = ChildTraining(loss, optimizer, lr_scheduler, metrics=metrics, aux_weight=aux_weight)
         self.module = EnasModule(
-            recipe, reward_function=reward_function, grad_clip=grad_clip, entropy_weight=entropy_weight,
+            recipe, reward_function=reward_function, reward_metric_name=reward_metric_name,
+            reward_metric_mode=reward_metric_mode, cuda_graphs=cuda_graphs, grad_clip=grad_clip, entropy_weight=entropy_weight,
             skip_weight=skip_weight, baseline_decay=baseline_decay, ctrl_lr=ctrl_lr,
             ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
             num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode)
@@ -96,7 +111,10 @@ class EnasTrainer:
                       num_sanity_val_steps=0, enable_model_summary=False, logger=False,
                       enable_checkpointing=False, log_every_n_steps=log_frequency or 50)
         kwargs.update(trainer_kwargs or {})
-        self.trainer = pl.Trainer(callbacks=callbacks or [], **kwargs)
+        callbacks = list(callbacks or [])
+        if export_path is not None:
+            callbacks.insert(0, ArchitectureExport(export_path, space=model))
+        self.trainer = pl.Trainer(callbacks=callbacks, **kwargs)
 
     @property
     def controller(self):
@@ -117,5 +135,9 @@ class EnasTrainer:
         self.trainer.fit(self.module, train_dataloaders=self.train_loader, ckpt_path=ckpt_path)
 
     def export(self) -> dict[str, Any]:
-        """The best of ``num_candidates`` architectures sampled from the trained controller."""
+        """The best of ``num_candidates`` architectures sampled from the trained controller.
+
+        After a fit with an export every epoch (``export_path`` or an
+        :class:`~nni_enas.export.ArchitectureExport` callback) it is the last epoch's export.
+        """
         return self.module.export()
