@@ -13,8 +13,9 @@ architectures sampled from the controller, scored on the same validation batches
 exported.json (the paper's way of deriving the architecture to retrain).
 
 The run folder (--output, default runs/search-<space>-<time>) holds args.json (the settings),
-checkpoints/last.ckpt (after every epoch), tensorboard/ (scalars and the controller's choice
-probabilities) and exported.json. Ctrl-C (or SIGTERM) stops at once, keeping the last complete
+checkpoints/last.ckpt (after every epoch), tensorboard/ (scalars, the controller's choice
+probabilities, the exported architecture drawn), exported.json, drawings/ (that drawing per
+epoch), and at the end architecture.gif and choice_probabilities.png (nni_enas/drawings.py). Ctrl-C (or SIGTERM) stops at once, keeping the last complete
 epoch's checkpoint and export; --resume continues from there.
 """
 
@@ -31,8 +32,10 @@ import pytorch_lightning as pl
 import torch.nn as nn
 
 from nni_enas import cli, nni_report, runcontrol, runfolder
-from nni_enas.architecture import SPACES, architecture_record, save_architecture, write_json_atomic
+from nni_enas.architecture import SPACES
 from nni_enas.data import BatchLoader, DataError, load_data
+from nni_enas.drawings import SearchDrawings
+from nni_enas.export import ArchitectureExport
 from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
 from nni_enas.recipe import accuracy, enas_sgd
 from nni_enas.trainer import EnasTrainer
@@ -113,23 +116,19 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
 
 
 # --------------------------------------------------------------------------------------------
-# per-epoch report: summary line, export, TensorBoard, NNI
+# per-epoch report: summary line, TensorBoard, NNI (the export is the library's)
 # --------------------------------------------------------------------------------------------
 
 class SearchMonitor(pl.Callback):
-    """After every epoch: export the current best architecture, log, print one summary line.
+    """After every epoch: log and print one summary line of the epoch and its export.
 
-    Runs before the checkpoint is written (Lightning calls ``ModelCheckpoint`` last), so the
-    checkpoint's RNG state is the one after the export's sampling: a resumed run continues
-    exactly like one that never stopped.
+    The export itself is the library's :class:`~nni_enas.export.ArchitectureExport`, listed
+    before this callback: it finishes the epoch (the controller phase), picks the best of
+    --num-candidates and writes exported.json, all before the checkpoint is written.
     """
 
-    def __init__(self, space, args: argparse.Namespace, run_dir: Path, export_paths: list[Path]):
-        self.space = space
-        self.args = args
-        self.run_dir = run_dir
-        self.export_paths = export_paths
-        self.has_skips = False
+    def __init__(self, export: ArchitectureExport):
+        self.export = export
         self.last: dict[str, Any] | None = None
         self._epoch_start = 0.0
         self._lr = float('nan')
@@ -140,22 +139,9 @@ class SearchMonitor(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module) -> None:
         epoch = trainer.current_epoch + 1
-        stats = dict(module.epoch_stats)
+        stats = module.finish_epoch()          # already finished by ArchitectureExport: its statistics
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ('child_loss', 'child_acc')}
-
-        start = time.perf_counter()
-        best, best_reward, greedy = module.export_candidates()
-        export_seconds = time.perf_counter() - start
-        record = architecture_record(
-            self.space, best, epoch=epoch, epochs=trainer.max_epochs, reward=best_reward,
-            mean_reward=stats.get('reward'), num_candidates=self.args.num_candidates,
-            candidate_batches=self.args.candidate_batches, greedy=greedy, dataset=self.args.dataset,
-            seed=self.args.seed, run_dir=str(self.run_dir.resolve()),
-            time=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        save_architecture(self.export_paths[0], record)       # validated, atomic
-        for path in self.export_paths[1:]:
-            write_json_atomic(path, record)
-
+        best_reward, export_seconds = self.export.last.reward, self.export.last.seconds
         seconds = time.perf_counter() - self._epoch_start
         summary = {
             'child_loss': metrics.get('child_loss', float('nan')), 'child_acc': metrics.get('child_acc', float('nan')),
@@ -170,8 +156,7 @@ class SearchMonitor(pl.Callback):
         self._log_tensorboard(trainer, module, epoch, summary)
         nni_report.report_epoch(summary, 'mean_reward')
 
-        self.has_skips = self.has_skips or any(module.controller.is_skip(d.label) for d in module.controller.decisions)
-        skip = f'  skip {summary["skip_rate"]:.2f}' if self.has_skips and summary['skip_rate'] is not None else ''
+        skip = f'  skip {summary["skip_rate"]:.2f}' if summary['skip_rate'] is not None else ''
         line = (f'epoch {epoch}/{trainer.max_epochs}  child loss {summary["child_loss"]:.3f} '
                 f'acc {summary["child_acc"]:.3f}  reward {summary["mean_reward"]:.3f} '
                 f'baseline {summary["baseline"]:.3f}  entropy {summary["entropy"]:.2f}{skip}  '
@@ -247,8 +232,12 @@ def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, check
                 f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
 
     space = build_space(args, train.num_classes)
-    monitor = SearchMonitor(space, args, run_dir, export_paths)
-    trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitor)
+    export = ArchitectureExport(export_paths, space=space, provenance=dict(
+        dataset=args.dataset, seed=args.seed, run_dir=str(run_dir.resolve())))
+    monitor = SearchMonitor(export)
+    # export first (the monitor reads its result), then the drawings of what it wrote
+    monitors = [export, monitor, SearchDrawings(run_dir, export_paths[0])]
+    trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitors)
     how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
     status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
                                    epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths)
@@ -258,13 +247,12 @@ def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, check
 
 
 def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir: Path,
-                  monitor: SearchMonitor) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
+                  monitors: list[pl.Callback]) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
     """The ENAS trainer of the settings with the run's callbacks, and the stop watcher among them."""
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
     reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
     bar = runcontrol.want_progress_bar(args.progress_bar)
-    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor], progress_bar=bar,
-                                               after_last_step='(last step + controller phase)')
+    callbacks, stop = runcontrol.run_callbacks(run_dir, monitors, progress_bar=bar)
     lr_max, lr_min, wd = args.lr_max, args.lr_min, args.weight_decay
     trainer = EnasTrainer(
         space, nn.CrossEntropyLoss(), None, accuracy,

@@ -278,13 +278,6 @@ class ReinforceController(nn.Module):
         archs, log_prob, entropy, penalty, _ = self._walk(n, 'sample')
         return archs, log_prob, entropy, penalty
 
-    def sample_batch(self, n: int) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` architectures: ``(archs, log_prob[n], entropy[n], skip_penalty[n])``."""
-        # TEMP until the ctrl branch lands: a loop over sample(); ctrl's version walks the LSTM once, batched.
-        samples = [self.sample() for _ in range(n)]
-        return ([s[0] for s in samples], torch.stack([s[1] for s in samples]),
-                torch.stack([s[2] for s in samples]), torch.stack([s[3] for s in samples]))
-
     def greedy(self) -> dict[str, Any]:
         """The most likely architecture (argmax decisions, skips with probability > 0.5)."""
         return self._walk(1, 'greedy')[0][0]

@@ -90,7 +90,8 @@ def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space
     >>> export = module.export_epoch()            # after a fit, or ArchitectureExport(...).last
     >>> write_exported('exported.json', space, export, dataset='cifar10')
     """
-    from .architecture import save_architecture, write_json_atomic
+    from .architecture import save_architecture
+    from .files import write_json_atomic
     record = export_record(space, export, **provenance)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     for i, path in enumerate(paths):

@@ -155,6 +155,10 @@ def test_search_end_to_end(cli_runs, space):
     assert settings['ctrl_lr'] == search.SEARCH[space]['ctrl_lr']
     assert settings['weight_decay'] == search.SEARCH[space]['weight_decay']
     assert checkpoint_epoch(run_dir / 'checkpoints' / 'last.ckpt') == 2
+    # the drawings: one frame per epoch, the animation, the controller's probabilities over epochs
+    assert sorted(p.name for p in (run_dir / 'drawings').iterdir()) == ['epoch_001.png', 'epoch_002.png']
+    assert (run_dir / 'architecture.gif').is_file() and (run_dir / 'choice_probabilities.png').is_file()
+    assert [e['epoch'] for e in json.loads((run_dir / 'choice_probabilities.json').read_text())['epochs']] == [1, 2]
     # TensorBoard: per-epoch scalars and the controller's choice probabilities
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     assert list((run_dir / 'tensorboard').glob('events.out.tfevents.*'))
@@ -165,7 +169,7 @@ def test_search_end_to_end(cli_runs, space):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
     # one tag per value (the module logs child_loss/child_acc itself); no skip rate without skips
     assert {'child_loss', 'child_acc'} <= tags and not {'search/child_loss', 'search/child_acc'} & tags
-    assert 'search/skip_rate' in tags or space == 'micro'    # (micro has no skips: the module reports none)
+    assert ('search/skip_rate' in tags) == (space == 'macro')    # micro has no skips: the module reports none
     hparams = (run_dir / 'tensorboard' / 'hparams.yaml').read_text()
     assert 'search_for: ' + space in hparams and 'ctrl_lr:' in hparams      # the run's settings
     label = 'layer_1/op' if space == 'macro' else 'normal/node_2/op_a'
