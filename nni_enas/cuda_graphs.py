@@ -19,8 +19,9 @@ launch. This module records the parts of a network whose work never changes:
     BN (TF's micro search), the test set eval mode.
 
   Calls it cannot serve run the module eagerly: another shape, dtype, device, layout or
-  ``requires_grad`` than the captured one (a last partial batch), keyword or non-tensor
-  arguments, grad-enabled calls in eval mode, a CPU tensor.
+  ``requires_grad`` than the captured one (a last partial batch), another autocast or
+  inference-mode state, keyword or non-tensor arguments, grad-enabled calls in eval mode, CPU
+  tensors.
 
 Which modules (the finder, :func:`graphable_modules`): walking down from the root, a module is
 wrapped whole when (1) nothing inside it is a choice or a supernet module (``LayerChoice``,
@@ -207,6 +208,12 @@ def _autocast(state: tuple[bool, torch.dtype | None]):
     return torch.autocast('cuda', dtype=dtype, cache_enabled=False) if enabled else contextlib.nullcontext()
 
 
+# Only this thread's CUDA calls may break a capture (not, e.g., a data loader's pin-memory thread);
+# make_graphed_callables takes the argument in recent PyTorch releases only.
+_CAPTURE_MODE = ({'capture_error_mode': 'thread_local'}
+                 if 'capture_error_mode' in inspect.signature(torch.cuda.make_graphed_callables).parameters else {})
+
+
 def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
     return tuple((a.shape, a.dtype, a.device, a.stride(), a.requires_grad) for a in args)
 
@@ -248,7 +255,7 @@ class CudaGraphModule:
         if grad and not training:
             return self.eager(*args)
         kind = 'train' if grad else ('infer', training)
-        key = (_autocast_state(), _signature(args))
+        key = (_autocast_state(), torch.is_inference_mode_enabled(), _signature(args))
         entry = self.graphs.get(kind)
         if entry is None:
             try:
@@ -297,7 +304,7 @@ class CudaGraphModule:
         samples = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
         with _autocast(amp):
             torch.cuda.make_graphed_callables(module, samples, num_warmup_iters=WARMUP_ITERS,
-                                              allow_unused_input=True)
+                                              allow_unused_input=True, **_CAPTURE_MODE)
         # make_graphed_callables replaced module.forward by its graphed forward: keep that
         return module.__dict__['forward']
 
@@ -314,7 +321,8 @@ class CudaGraphModule:
         if self.graph_set.inference_pool is None:
             self.graph_set.inference_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), _autocast(amp), torch.cuda.graph(graph, pool=self.graph_set.inference_pool):
+        with torch.no_grad(), _autocast(amp), torch.cuda.graph(graph, pool=self.graph_set.inference_pool,
+                                                               capture_error_mode='thread_local'):
             static_out = module(*static_inputs)
 
         def replay(*inputs):

@@ -138,7 +138,7 @@ class ChildTraining(LightningModule):
         if not (force or (step + 1) % self.nonfinite_check_every == 0 or step + 1 >= last):
             return
         if bool(self._nonfinite):
-            raise NonFiniteLossError(f'the training loss is NaN or infinite at epoch {self.current_epoch}, '
+            raise NonFiniteLossError(f'the training loss became nan/inf at epoch {self.current_epoch}, '
                                      f'steps {self._last_clean_step + 1}-{step}; stopping (lower the learning rate?)')
         self._last_clean_step = step
 

@@ -417,6 +417,6 @@ def test_nonfinite_loss_raises_at_the_check_not_per_step():
         calls.append(1)
         return F.cross_entropy(logits, y) * float('nan')
 
-    with pytest.raises(NonFiniteLossError, match='NaN or infinite at epoch 0, steps 0-3'):
+    with pytest.raises(NonFiniteLossError, match='loss became nan/inf at epoch 0, steps 0-3'):
         fit(ChildTraining, micro_final(), steps=3, loss=nan_loss)
     assert len(calls) == 4          # every step of the epoch ran: the check waited for the last one
