@@ -78,6 +78,9 @@ Autocast
 Failures
     An exception during capture leaves that module eager for good (all kinds), with one
     ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module.
+Capture cost
+    Each capture synchronises the device and runs three warm-up iterations: a few seconds in
+    all, once, spread over the first steps that use each module.
 Data parallelism
     Not handled here: the retraining recipe turns graphs off under DDP (see
     :class:`~nni_enas.recipe.ChildTraining`).
@@ -92,7 +95,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import itertools
 import warnings
 from typing import Any, Callable
 
@@ -182,11 +184,11 @@ class _GraphSet:
     def __init__(self, track_forwards: bool):
         self.inference_pool = None          # created at the first inference capture (needs CUDA)
         self.warned = False
-        self.forwards = itertools.count() if track_forwards else None
+        self.track_forwards = track_forwards
         self.forward_id = 0
 
     def next_forward(self, *_) -> None:
-        self.forward_id = next(self.forwards)
+        self.forward_id += 1
 
     def warn(self, name: str, error: BaseException) -> None:
         if not self.warned:
@@ -244,7 +246,9 @@ class CudaGraphModule:
         self.replays = 0                       # calls served by a graph (for tests and benchmarks)
 
     def __deepcopy__(self, memo):
-        return CudaGraphModule(copy.deepcopy(self.module, memo), name=self.name, graph_set=self.graph_set)
+        # the copied supernet's forward-counting hook holds the copied graph set (same memo)
+        return type(self)(copy.deepcopy(self.module, memo), name=self.name,
+                          graph_set=copy.deepcopy(self.graph_set, memo))
 
     def __call__(self, *args, **kwargs):
         if kwargs or not args or self.broken or not all(torch.is_tensor(a) for a in args) \
@@ -266,7 +270,7 @@ class CudaGraphModule:
                 return self.eager(*args)
         if entry[0] != key:
             return self.eager(*args)
-        if self.graph_set.forwards is not None:
+        if self.graph_set.track_forwards:
             if self.last_forward.get(kind) == self.graph_set.forward_id:
                 return self.eager(*args)          # second call within one supernet forward
             self.last_forward[kind] = self.graph_set.forward_id

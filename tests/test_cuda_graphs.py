@@ -420,3 +420,18 @@ def test_nonfinite_loss_raises_at_the_check_not_per_step():
     with pytest.raises(NonFiniteLossError, match='loss became nan/inf at epoch 0, steps 0-3'):
         fit(ChildTraining, micro_final(), steps=3, loss=nan_loss)
     assert len(calls) == 4          # every step of the epoch ran: the check waited for the last one
+
+
+def test_deepcopy_of_a_wrapped_supernet_keeps_counting_its_own_forwards():
+    supernet = macro_supernet()
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=CpuGraphModule)
+    twin = copy.deepcopy(supernet)
+    apply(twin, archs(twin, 1)[0])
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        for _ in range(2):
+            twin(x)
+    wrappers = [twin.get_submodule(n).__dict__['forward'] for n in names]
+    assert all(w.module is twin.get_submodule(n) for w, n in zip(wrappers, names))
+    assert wrappers[0].replays == 2                     # the stem: replayed in both forwards
+    assert not any(supernet.get_submodule(n).__dict__['forward'].graphs for n in names)
