@@ -16,6 +16,7 @@ the foreach SGD step eager; on the CPU plain eager fp32.
 
     python3 bench/retrain_loop.py --arcs paper-micro,paper-macro --steps 4 --device cpu --channels 8
     python3 bench/retrain_loop.py --device cuda --steps 50      # paper batches: micro 144, macro 100
+"""
 
 from __future__ import annotations
 
