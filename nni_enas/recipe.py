@@ -6,7 +6,7 @@ the ENAS module wraps it during the search, and retraining uses it alone on a fi
 
 from __future__ import annotations
 
-import logging
+import sys
 from typing import Callable
 
 import torch
@@ -16,9 +16,6 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule
 from .cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
-
-
-_log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -111,18 +108,23 @@ class ChildTraining(LightningModule):
         if not use_cuda_graphs(self.cuda_graphs, device) or self.graphed:
             return self.graphed
         model = self.model
+        if _holds_choice(model):
+            return []           # a supernet: the search graphs its modules (graph_supernet)
         if getattr(model, '_compiled_call_impl', None) is not None:
-            _log.info('CUDA graphs: off (the network is compiled with torch.compile)')
+            self._note('CUDA graphs are off: the network is compiled with torch.compile')
             return []
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
             # DDP's gradient all-reduce hooks and graph capture have not been tested together here.
-            _log.info('CUDA graphs: off under data parallelism (%d processes)', world)
+            self._note(f'CUDA graphs are off under data parallelism ({world} processes)')
             return []
-        if _holds_choice(model):
-            return []           # a supernet: the search graphs its modules (graph_supernet)
         self.graphed = graph_supernet(model, self.cuda_graphs, device=device, wrapper=wrapper)
         return self.graphed
+
+    def _note(self, text: str) -> None:
+        """One info line on stderr (rank 0 only)."""
+        if self._trainer is None or self.trainer.is_global_zero:
+            print(f'note: {text}', file=sys.stderr, flush=True)
 
     # -- steps ----------------------------------------------------------------------------------
 

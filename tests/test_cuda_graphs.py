@@ -435,3 +435,17 @@ def test_deepcopy_of_a_wrapped_supernet_keeps_counting_its_own_forwards():
     assert all(w.module is twin.get_submodule(n) for w, n in zip(wrappers, names))
     assert wrappers[0].replays == 2                     # the stem: replayed in both forwards
     assert not any(supernet.get_submodule(n).__dict__['forward'].graphs for n in names)
+
+
+def test_child_training_keeps_graphs_off_under_ddp_or_compile(capsys):
+    from types import SimpleNamespace
+    module = ChildTraining()
+    module.set_model(micro_final())
+    module._trainer = SimpleNamespace(world_size=2, is_global_zero=True)
+    assert module.enable_cuda_graphs(device='cuda', wrapper=Recorder) == []
+    assert capsys.readouterr().err.strip() == 'note: CUDA graphs are off under data parallelism (2 processes)'
+    module._trainer = None
+    module.model.compile()
+    assert module.enable_cuda_graphs(device='cuda', wrapper=Recorder) == []
+    assert 'torch.compile' in capsys.readouterr().err
+    assert 'forward' not in module.model.__dict__
