@@ -67,8 +67,10 @@ BN running statistics
     They are saved before and copied back in place after the capture, so the first real call
     (a replay) updates them once, exactly as an eager call would.
 Randomness
-    PyTorch registers the CUDA generator with each capture and advances its Philox offset at
-    every replay, so dropout and drop path draw fresh masks per replay. A drop-path
+    PyTorch records the Philox offset increments of a capture and advances the default CUDA
+    generator's offset by that total at every replay (ATen's note "CUDA Graph-safe RNG
+    states"), so dropout and drop path draw fresh masks per replay. Only the default generator
+    may be used inside a graph: the spaces use no other. A drop-path
     *probability* must be a device tensor the graph reads (micro's ``Cell.drop_prob`` buffer,
     updated with ``fill_``), never a Python float frozen at capture.
 Autocast
