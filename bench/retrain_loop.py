@@ -5,9 +5,17 @@ NNI: load_architecture -> space -> freeze) on the same synthetic data through th
 (in-memory, augmented on the device), with the same recipe: cross-entropy (+0.4 x auxiliary),
 Nesterov SGD, gradient clipping at norm 5, drop path, the same precision. Each side runs two
 epochs of ``--steps`` minibatches; the figure is the second epoch's training images/s (the
-first pays for allocations and warm-up). Runs alternate, ``--reps`` times.
+first pays for allocations, warm-up and graph capture). Runs alternate, ``--reps`` times.
 
-    python3 bench/retrain_loop.py --arcs paper-micro,paper-macro --steps 4 --device cpu
+"Ours" is retrain.py itself (ChildTraining in a Lightning Trainer; on CUDA its forward and
+backward run as CUDA graphs through nni_enas/cuda_graphs.py, bf16 autocast, channels-last).
+The hand-written loop uses the same technique without any of our code on the step: on CUDA one
+``torch.cuda.make_graphed_callables`` of the whole network (forward + backward) captured under
+``torch.autocast(bf16, cache_enabled=False)`` on channels-last weights and inputs, the loss and
+the foreach SGD step eager; on the CPU plain eager fp32.
+
+    python3 bench/retrain_loop.py --arcs paper-micro,paper-macro --steps 4 --device cpu --channels 8
+    python3 bench/retrain_loop.py --device cuda --steps 50      # paper batches: micro 144, macro 100
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ def parse_args():
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     p.add_argument('--precision', default='auto', help="retrain.py's --precision (auto: bf16-mixed on CUDA, 32 on CPU)")
     p.add_argument('--reps', type=int, default=2, help='alternating repetitions of (ours, hand-written)')
+    p.add_argument('--cuda-graphs', choices=('auto', 'off'), default='auto',
+                   help='CUDA graphs on both sides (auto: on for CUDA); off is passed to retrain.py as --cuda-graphs off')
     return p.parse_args()
 
 
@@ -50,6 +60,8 @@ def ours(arc: str, batch: int, steps: int, args) -> float:
                '--no-progress-bar']
         if args.channels:
             cmd += ['--channels', str(args.channels)]
+        if args.cuda_graphs != 'auto':
+            cmd += ['--cuda-graphs', args.cuda_graphs]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if out.returncode != 0:
             raise RuntimeError(f'retrain.py failed: {out.stderr.strip().splitlines()[-1:]}')
@@ -60,7 +72,7 @@ def ours(arc: str, batch: int, steps: int, args) -> float:
 
 
 def hand_written(arc: str, batch: int, steps: int, args) -> float:
-    """The same training with a plain loop: forward, loss, backward, clip, step."""
+    """The same training with a plain loop: forward, loss, backward, clip, step (CUDA: graphed fwd+bwd)."""
     import torch
     import torch.nn.functional as F
     from nni_enas.architecture import build_space, load_architecture
@@ -70,21 +82,31 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
     from nni_enas.retraining import final_space_args
 
     device = torch.device(args.device)
+    cuda = device.type == 'cuda'
     record = load_architecture(arc)
     settings = dict(FINAL[record['space']])
     if args.channels:
         settings['channels'] = args.channels
     net = build_space(record, **final_space_args(record['space'], settings)).freeze(record['arch']).to(device)
-    bf16 = device.type == 'cuda' and args.precision in ('auto', 'bf16-mixed') and torch.cuda.is_bf16_supported()
-    if device.type == 'cuda':
-        net = net.to(memory_format=torch.channels_last)
+    bf16 = cuda and args.precision in ('auto', 'bf16-mixed') and torch.cuda.is_bf16_supported()
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    net = net.to(memory_format=layout)
     optimizer, _ = enas_sgd(net.parameters(), lr_max=settings['lr_max'], lr_min=settings['lr_min'],
                             weight_decay=settings['weight_decay'])
     train, _ = load_data('synthetic', None, split='final', synthetic_size=batch * steps)
     loader = BatchLoader(train, batch, shuffle=True, augment=True, device=device)
     aux_weight = settings['aux_weight']
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # cache_enabled=False: make_graphed_callables refuses autocast's weight cache
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)  # noqa: E731
     net.train()
+    if hasattr(net, 'set_drop_path_progress'):
+        net.set_drop_path_progress(1 / (2 * steps))      # drop path's probability: buffers the graph reads
+    forward = net
+    if cuda and args.cuda_graphs == 'auto':
+        sample = torch.zeros(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
+        with autocast():
+            forward = torch.cuda.make_graphed_callables(net, (sample,), num_warmup_iters=3)
     rate = float('nan')
     for epoch in range(2):
         sync()
@@ -92,8 +114,8 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
         for step, (x, y) in enumerate(loader):
             if hasattr(net, 'set_drop_path_progress'):
                 net.set_drop_path_progress((epoch * steps + step + 1) / (2 * steps))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = net(x)
+            with autocast():
+                out = forward(x.contiguous(memory_format=layout))
                 logits, aux = out if isinstance(out, tuple) else (out, None)
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
@@ -125,7 +147,8 @@ def main():
                             'channels': args.channels, 'device': args.device, 'img_per_s': rate})
         o, h = median(figures['ours']), median(figures['hand_written'])
         print_json({'arc': arc, 'summary': True, 'ours_img_per_s': o, 'hand_written_img_per_s': h,
-                    'ours_over_hand_written': o / h, 'peak_rss_mib': peak_rss_mib(), **env_facts(args.device)})
+                    'ours_over_hand_written': o / h, 'cuda_graphs': args.cuda_graphs,
+                    'peak_rss_mib': peak_rss_mib(), **env_facts(args.device)})
 
 
 if __name__ == '__main__':

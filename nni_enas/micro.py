@@ -27,13 +27,18 @@ def reduction_cells(num_layers: int) -> tuple[int, int]:
     return p, 2 * p + 1
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole examples with probability ``drop_prob`` and rescale the rest (spec B.4)."""
+def drop_path(x: torch.Tensor, drop_prob: torch.Tensor | float) -> torch.Tensor:
+    """Zero whole examples with probability ``drop_prob`` and rescale the rest (spec B.4).
+
+    ``drop_prob`` is a 0-dim tensor on ``x``'s device (a cell's ``drop_prob`` buffer) or a float.
+    A tensor keeps the per-step schedule inside a CUDA graph or a compiled network: both read
+    its current value instead of freezing the value they saw first.
+    """
     keep = 1.0 - drop_prob
-    # rand < keep rather than bernoulli_(keep): torch.compile keeps the changing probability
-    # symbolic instead of recompiling the network at every step of the drop-path schedule.
+    # rand < keep rather than bernoulli_(keep): the probability stays data (a tensor or a
+    # symbolic float under torch.compile), never a constant baked into the kernel.
     mask = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep).to(x.dtype)
-    return x * mask / keep
+    return x * (mask / keep).to(x.dtype)
 
 
 class Node(nn.Module):
@@ -69,13 +74,16 @@ class Node(nn.Module):
     def inputs_used(self) -> list[int]:
         return chosen_indices(self.input_a) + chosen_indices(self.input_b)
 
-    def forward(self, states: list[torch.Tensor], drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, states: list[torch.Tensor], drop_prob: torch.Tensor | None = None) -> torch.Tensor:
+        """``drop_prob``: the cell's drop-path probability (a tensor), ``None`` when it has no drop path."""
         out = None
         for slot in 'ab':
             choice = getattr(self, f'input_{slot}')
             op = getattr(self, self._op_name(slot, self._strided(chosen_indices(choice)[0])))
             y = op(choice(states))
-            if drop_prob > 0 and self.training and not isinstance(op, (nn.Identity, FactorizedReduce)):
+            # Whether drop path runs is structural (never the probability's value), so a CUDA
+            # graph captured at probability 0 still drops paths later in the schedule.
+            if drop_prob is not None and self.training and not isinstance(op, (nn.Identity, FactorizedReduce)):
                 y = drop_path(y, drop_prob)
             out = y if out is None else out + y
         return out
@@ -110,7 +118,11 @@ class Cell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.final = final
-        self.drop_prob = 0.0
+        # The drop-path probability: a device value that set_drop_path_progress updates in place
+        # (CUDA graphs read it at every replay); not saved in checkpoints. Off unless the network
+        # sets uses_drop_path.
+        self.register_buffer('drop_prob', torch.zeros(()), persistent=False)
+        self.uses_drop_path = False
         # Calibration: input 0 is at twice the resolution after a reduction cell (spec B.3).
         if reduce_input0:
             self.pre0 = FactorizedReduce(c_prev_prev, channels, relu=True)
@@ -139,7 +151,7 @@ class Cell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for node in self.nodes:
-            states.append(node(states, self.drop_prob))
+            states.append(node(states, self.drop_prob if self.uses_drop_path else None))
         loose = self._loose_ends()
         if self.final and loose != self.loose:
             raise RuntimeError('a final-layout MicroSpace is a fixed network: build it with freeze(), '
@@ -221,6 +233,7 @@ class MicroSpace(EnasSpace):
             cell = Cell(c_pp, c_p, width, reduction=reduction, reduce_input0=(i - 1) in reductions,
                         num_nodes=num_nodes, final=final)
             cell.depth_fraction = (i + 1) / num_cells
+            cell.uses_drop_path = drop_path_prob > 0
             self.cells.append(cell)
             c_pp, c_p = c_p, cell.out_channels
             if i == self.aux_after:
@@ -230,9 +243,13 @@ class MicroSpace(EnasSpace):
         init_weights(self)
 
     def set_drop_path_progress(self, progress: float) -> None:
-        """Set the drop-path probabilities for training progress in [0, 1] (spec B.4 schedule)."""
+        """Set the drop-path probabilities for training progress in [0, 1] (spec B.4 schedule).
+
+        Each cell's ``drop_prob`` buffer is filled in place (one small kernel, no host sync), so a
+        CUDA graph of the network follows the schedule.
+        """
         for cell in self.cells:
-            cell.drop_prob = min(1.0, progress) * cell.depth_fraction * self.drop_path_prob
+            cell.drop_prob.fill_(min(1.0, progress) * cell.depth_fraction * self.drop_path_prob)
 
     def forward(self, x: torch.Tensor):
         s0 = s1 = self.stem(x)

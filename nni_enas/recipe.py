@@ -6,11 +6,14 @@ the ENAS module wraps it during the search, and retraining uses it alone on a fi
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import torch
 import torch.nn as nn
 from nni.nas.evaluator.pytorch.lightning import LightningModule
+
+from .cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
 
@@ -52,20 +55,94 @@ class ChildTraining(LightningModule):
     drop_path_steps
         Total training steps for the drop-path schedule of networks that have
         ``set_drop_path_progress`` (the micro space); ``None`` leaves drop path alone.
+    cuda_graphs
+        ``'auto'``: on a CUDA device, a fixed network (no choices: retraining) runs its training
+        forward + backward and its evaluation forward as CUDA graphs
+        (:mod:`nni_enas.cuda_graphs`), inside whatever autocast the trainer's precision sets;
+        the optimizer step stays eager (the LR changes per epoch). A supernet is left to the
+        search (:func:`~nni_enas.cuda_graphs.graph_supernet`). Off under data parallelism.
+        ``'off'``: plain eager PyTorch.
+
+    Notes
+    -----
+    No host-device sync per step: the epoch means of the loss and metrics accumulate on the
+    device through Lightning's ``self.log(on_step=False, on_epoch=True)`` and are read (and
+    reduced over ranks) once per epoch. Non-finite losses are flagged on the device and checked
+    every ``nonfinite_check_every`` steps and at the epoch's last step, raising
+    :class:`NonFiniteLossError`.
     """
 
+    nonfinite_check_every = 25
+
     def __init__(self, loss: Callable | None = None, optimizer=None, lr_scheduler=None,
-                 metrics: Callable | None = None, aux_weight: float = 0.4, drop_path_steps: int | None = None):
+                 metrics: Callable | None = None, aux_weight: float = 0.4, drop_path_steps: int | None = None,
+                 cuda_graphs: str = 'auto'):
         super().__init__()
+        use_cuda_graphs(cuda_graphs, None)        # ValueError now on a bad mode, not at fit time
         self.criterion = loss or nn.CrossEntropyLoss()
         self._optimizer = optimizer
         self._lr_scheduler = lr_scheduler
         self.metrics_fn = metrics or (lambda logits, y: {'acc': accuracy(logits, y)})
         self.aux_weight = aux_weight
         self.drop_path_steps = drop_path_steps
+        self.cuda_graphs = cuda_graphs
+        self.graphed: list[str] = []          # what enable_cuda_graphs wrapped
+        self._nonfinite: torch.Tensor | None = None     # OR of "loss not finite" since the last check
+        self._last_clean_step = -1
+        self._step_in_epoch = 0
 
     def forward(self, x):
         return self.model(x)
+
+    # -- CUDA graphs ----------------------------------------------------------------------------
+
+    def on_fit_start(self):
+        self.enable_cuda_graphs()
+
+    def enable_cuda_graphs(self, device=None, wrapper=None) -> list[str]:
+        """Graph the fixed network when ``cuda_graphs`` and the device allow it; returns the wrapped names.
+
+        ``device`` defaults to the module's device; ``wrapper`` is for CPU stand-in tests.
+        """
+        device = self.device if device is None else device
+        if not use_cuda_graphs(self.cuda_graphs, device) or self.graphed:
+            return self.graphed
+        model = self.model
+        if _holds_choice(model):
+            return []           # a supernet: the search graphs its modules (graph_supernet)
+        if getattr(model, '_compiled_call_impl', None) is not None:
+            self._note('CUDA graphs are off: the network is compiled with torch.compile')
+            return []
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # DDP's gradient all-reduce hooks and graph capture have not been tested together here.
+            self._note(f'CUDA graphs are off under data parallelism ({world} processes)')
+            return []
+        self.graphed = graph_supernet(model, self.cuda_graphs, device=device, wrapper=wrapper)
+        return self.graphed
+
+    def _note(self, text: str) -> None:
+        """One info line on stderr (rank 0 only)."""
+        if self._trainer is None or self.trainer.is_global_zero:
+            print(f'note: {text}', file=sys.stderr, flush=True)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self):
+        self._nonfinite = None
+        self._last_clean_step = -1
+
+    def _check_finite(self, step: int, force: bool = False) -> None:
+        """Raise if a loss since the last check was NaN/inf: one host read every few steps, not every step."""
+        if self._nonfinite is None:
+            return
+        last = self.trainer.num_training_batches if self._trainer is not None else float('inf')
+        if not (force or (step + 1) % self.nonfinite_check_every == 0 or step + 1 >= last):
+            return
+        if bool(self._nonfinite):
+            raise NonFiniteLossError(f'the training loss became nan/inf at epoch {self.current_epoch}, '
+                                     f'steps {self._last_clean_step + 1}-{step}; stopping (lower the learning rate?)')
+        self._last_clean_step = step
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -76,10 +153,13 @@ class ChildTraining(LightningModule):
         loss = self.criterion(logits, y)
         if aux is not None:
             loss = loss + self.aux_weight * self.criterion(aux, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f'the training loss is {loss.item()} at epoch {self.current_epoch}, '
-                                     f'step {batch_idx}; stopping (lower the learning rate?)')
-        # sync_dist: under data parallelism the epoch means cover every rank's shard (no-op on one device)
+        with torch.no_grad():       # flagged on the device; read by _check_finite every few steps
+            bad = ~torch.isfinite(loss.detach())
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        self._step_in_epoch = batch_idx
+        self._check_finite(batch_idx)
+        # on_step=False: Lightning adds value x batch size to device tensors and reads (and, with
+        # sync_dist, all-reduces) them once at the epoch's end -- no host sync per step.
         self.log('child_loss', loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                  sync_dist=True)
         with torch.no_grad():
@@ -87,6 +167,9 @@ class ChildTraining(LightningModule):
                 self.log(f'child_{name}', value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
                          sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self):
+        self._check_finite(self._step_in_epoch, force=True)
 
     def validation_step(self, batch, batch_idx):
         """Evaluate a held-out batch (retraining: the test set); logs ``test_loss`` and ``test_<metric>``.
@@ -114,3 +197,4 @@ class ChildTraining(LightningModule):
         if schedule is None:
             return opt
         return {'optimizer': opt, 'lr_scheduler': {'scheduler': schedule, 'interval': 'epoch'}}
+

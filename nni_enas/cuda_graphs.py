@@ -1,0 +1,394 @@
+"""CUDA graphs for the child networks: the one module that owns graph capture.
+
+On a GPU an ENAS child step is bound by the CPU launching ~1,000 small kernels, not by the GPU
+(``shared/device/README.md``). A CUDA graph replays a recorded sequence of kernels with one
+launch. This module records the parts of a network whose work never changes:
+
+* :func:`graph_supernet` wraps every module of a supernet that holds no choice and takes one
+  tensor (each candidate op, reductions, stems, calibrations, BN merges, the classifier); only
+  the routing between them stays in Python. A fixed network (no choices at all: retraining) is
+  one such module, so the same call graphs it whole: forward and backward of the training step
+  and the test-set forward.
+* :class:`CudaGraphModule` is the wrapper. It captures lazily, on its module's first CUDA call
+  of each kind:
+
+  - a *training graph* (forward + backward, :func:`torch.cuda.make_graphed_callables`) for
+    grad-enabled calls in training mode (child steps, retraining steps);
+  - an *inference graph* (forward under ``no_grad``, :class:`torch.cuda.graph`) for no-grad
+    calls, one per training flag: macro rewards use eval-mode BN, micro rewards training-mode
+    BN (TF's micro search), the test set eval mode.
+
+  Calls it cannot serve run the module eagerly: another shape, dtype, device, layout or
+  ``requires_grad`` than the captured one (a last partial batch), another autocast or
+  inference-mode state, keyword or non-tensor arguments, grad-enabled calls in eval mode, CPU
+  tensors.
+
+Which modules (the finder, :func:`graphable_modules`): walking down from the root, a module is
+wrapped whole when (1) nothing inside it is a choice or a supernet module (``LayerChoice``,
+``InputChoice``, NNI's ``BaseSuperNetModule`` family, which includes ``PathSamplingLayer``,
+``PathSamplingInput`` and our ``PathSamplingAnyInput``), (2) it has parameters, and (3) its
+``forward`` takes exactly one argument that may be a tensor. Otherwise the walk goes into its
+children. Rule (2) leaves Identity, ReLU, Dropout and bare pools eager: one or two kernels each
+way, no fewer as a graph (a replay also copies its input into the static buffer). Rule (3)
+leaves out micro's ``LooseEndMerge(states, loose)``, whose weight slice depends on the sample,
+but still graphs the BN inside it.
+
+Hazards, and how each is handled
+--------------------------------
+Static outputs
+    A graph writes its outputs into the same buffers at every replay. Training graphs return
+    those buffers (``make_graphed_callables`` returns detached aliases, not copies): the child
+    step's forward consumes them before the module replays again, because each module runs at
+    most once per supernet forward and the backward comes before the next forward. Inference
+    graphs return clones (one copy kernel): a caller may keep logits of several forwards
+    (batched rewards) and inference graphs share one memory pool (below).
+The same module twice in one forward
+    The spaces never do it (each op slot, reduction and merge is its own module; micro shares
+    labels between cells, not modules), but a user space might. A replay inside the same
+    supernet forward would overwrite the activations the first call's backward needs, so
+    :func:`graph_supernet` counts supernet forwards (a pre-hook on the root) and a second call
+    of one module within a forward runs eagerly.
+Two grad-enabled forwards before one backward
+    (gradient accumulation over forwards) would give the first forward the second one's saved
+    activations. ENAS never does it (one forward, one backward per child step); use ``'off'``.
+Gradients
+    ``make_graphed_callables``' backward hands back its static gradient buffers, and autograd
+    may keep such a buffer as ``param.grad`` when ``.grad`` is ``None``. Correct as long as
+    gradients are zeroed with ``zero_grad(set_to_none=True)`` between steps (Lightning, NNI
+    and PyTorch's default) and not accumulated over several backwards.
+Memory pools
+    Graphs that share a pool may reuse each other's freed capture memory, which PyTorch only
+    allows when they replay in capture order. Supernet modules replay in an order set by the
+    sampled architecture, so each training graph keeps its own pool (forward and backward
+    share it). Inference graphs share one pool per :func:`graph_supernet` call: their only
+    live pool memory is the static output, cloned right after each replay (stream-ordered).
+BN running statistics
+    The warm-up runs before a capture update running mean/var (and ``num_batches_tracked``).
+    They are saved before and copied back in place after the capture, so the first real call
+    (a replay) updates them once, exactly as an eager call would.
+Randomness
+    PyTorch records the Philox offset increments of a capture and advances the default CUDA
+    generator's offset by that total at every replay (ATen's note "CUDA Graph-safe RNG
+    states"), so dropout and drop path draw fresh masks per replay. Only the default generator
+    may be used inside a graph: the spaces use no other. A drop-path
+    *probability* must be a device tensor the graph reads (micro's ``Cell.drop_prob`` buffer,
+    updated with ``fill_``), never a Python float frozen at capture.
+Autocast
+    ``make_graphed_callables`` refuses autocast's weight cache. Graphs are captured inside a
+    nested ``torch.autocast(..., cache_enabled=False)`` with the caller's dtype, and the
+    autocast state is part of the key: a call under another state runs eagerly.
+Failures
+    An exception during capture leaves that module eager for good (all kinds), with one
+    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module.
+Capture cost
+    Each capture synchronises the device and runs three warm-up iterations: a few seconds in
+    all, once, spread over the first steps that use each module.
+Data parallelism
+    Not handled here: the retraining recipe turns graphs off under DDP (see
+    :class:`~nni_enas.recipe.ChildTraining`).
+Copies of a wrapped module
+    The wrapper replaces the module's ``forward`` attribute, not the module, so parameter
+    names, checkpoints, ``isinstance`` checks and exports are unchanged. ``copy.deepcopy`` of
+    a wrapped module (NNI's ``freeze``) gets a fresh wrapper with no graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import warnings
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from nni.nas.nn.pytorch import InputChoice, LayerChoice
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from torch.utils._pytree import tree_map
+
+__all__ = ['use_cuda_graphs', 'graph_supernet', 'graphable_modules', 'CudaGraphModule', 'MODES']
+
+MODES = ('auto', 'off')
+WARMUP_ITERS = 3
+# Everything a choice can be, before and after NNI's mutation into a supernet.
+_ROUTING = (LayerChoice, InputChoice, BaseSuperNetModule)
+
+
+def use_cuda_graphs(mode: str, device) -> bool:
+    """Whether ``mode`` ('auto' or 'off') turns CUDA graphs on for ``device``: 'auto' on CUDA only."""
+    if mode not in MODES:
+        raise ValueError(f'cuda_graphs must be one of {", ".join(MODES)}, got {mode!r}')
+    return mode == 'auto' and device is not None and torch.device(device).type == 'cuda'
+
+
+# --------------------------------------------------------------------------------------------
+# which modules
+# --------------------------------------------------------------------------------------------
+
+def _holds_choice(module: nn.Module) -> bool:
+    return any(isinstance(m, _ROUTING) for m in module.modules())
+
+
+def _takes_one_tensor(module: nn.Module) -> bool:
+    """``forward`` has exactly one required argument, not annotated as a container or a number."""
+    forward = type(module).forward
+    if forward is nn.Module.forward or getattr(forward, '__name__', '') == '_forward_unimplemented':
+        return False      # ModuleList, ModuleDict
+    try:
+        params = list(inspect.signature(forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return False
+    required = [p for p in params if p.default is p.empty]
+    if len(required) != 1 or len(params) != 1:
+        return False
+    annotation = required[0].annotation
+    if annotation is inspect.Parameter.empty:
+        return True
+    text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__', str(annotation))
+    return 'Tensor' in text and not any(w in text.lower() for w in ('list', 'tuple', 'dict', 'sequence'))
+
+
+def graphable_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The maximal choice-free modules with parameters and one tensor argument, in module order.
+
+    A network without choices returns ``[('', network)]`` (the root, graphed whole).
+    """
+    found: list[tuple[str, nn.Module]] = []
+
+    def visit(name: str, module: nn.Module) -> None:
+        if isinstance(module.__dict__.get('forward'), CudaGraphModule):
+            found.append((name, module))          # wrapped already: keep it, do not wrap inside it
+            return
+        if isinstance(module, _ROUTING):
+            # a choice's candidates are choice-free children; the choice itself routes
+            for child_name, child in module.named_children():
+                visit(f'{name}.{child_name}' if name else child_name, child)
+            return
+        if not _holds_choice(module) and next(module.parameters(), None) is not None and _takes_one_tensor(module):
+            found.append((name, module))
+            return
+        for child_name, child in module.named_children():
+            visit(f'{name}.{child_name}' if name else child_name, child)
+
+    visit('', network)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# the wrapper
+# --------------------------------------------------------------------------------------------
+
+class _GraphSet:
+    """What the wrappers of one :func:`graph_supernet` call share."""
+
+    def __init__(self, track_forwards: bool):
+        self.inference_pool = None          # created at the first inference capture (needs CUDA)
+        self.warned = False
+        self.track_forwards = track_forwards
+        self.forward_id = 0
+
+    def next_forward(self, *_) -> None:
+        self.forward_id += 1
+
+    def warn(self, name: str, error: BaseException) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f'CUDA graph capture of {name or "the network"} failed ({type(error).__name__}: '
+                          f'{str(error).splitlines()[0] if str(error) else ""}); it runs eagerly '
+                          f'(later failures are not reported)', RuntimeWarning, stacklevel=4)
+
+
+def _autocast_state() -> tuple[bool, torch.dtype | None]:
+    if torch.is_autocast_enabled('cuda'):
+        return True, torch.get_autocast_dtype('cuda')
+    return False, None
+
+
+def _autocast(state: tuple[bool, torch.dtype | None]):
+    enabled, dtype = state
+    # make_graphed_callables refuses the autocast weight cache (stale casts would be captured)
+    return torch.autocast('cuda', dtype=dtype, cache_enabled=False) if enabled else contextlib.nullcontext()
+
+
+# Only this thread's CUDA calls may break a capture (not, e.g., a data loader's pin-memory thread);
+# make_graphed_callables takes the argument in recent PyTorch releases only.
+_CAPTURE_MODE = ({'capture_error_mode': 'thread_local'}
+                 if 'capture_error_mode' in inspect.signature(torch.cuda.make_graphed_callables).parameters else {})
+
+
+def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
+    return tuple((a.shape, a.dtype, a.device, a.stride(), a.requires_grad) for a in args)
+
+
+class CudaGraphModule:
+    """Run ``module`` as CUDA graphs captured on first use; becomes ``module.forward``.
+
+    Parameters
+    ----------
+    module
+        A module without choices whose ``forward`` takes tensors. The wrapper installs itself
+        as ``module.forward`` (see :func:`graph_supernet`); its parameters and buffers are
+        untouched and must not be replaced afterwards (the graphs read them in place).
+    name
+        The module's qualified name, for the warning when a capture fails.
+
+    See the module docstring for the graph kinds and the hazards they handle.
+    """
+
+    def __init__(self, module: nn.Module, *, name: str = '', graph_set: _GraphSet | None = None):
+        self.module = module
+        self.name = name
+        self.graph_set = graph_set or _GraphSet(track_forwards=False)
+        self.eager = module.forward            # the bound forward it replaces
+        self.broken = False                    # a capture failed: eager for good
+        self.graphs: dict[Any, tuple[tuple, Callable]] = {}    # kind -> (key, replay function)
+        self.last_forward: dict[Any, int] = {}
+        self.replays = 0                       # calls served by a graph (for tests and benchmarks)
+
+    def __deepcopy__(self, memo):
+        # the copied supernet's forward-counting hook holds the copied graph set (same memo)
+        return type(self)(copy.deepcopy(self.module, memo), name=self.name,
+                          graph_set=copy.deepcopy(self.graph_set, memo))
+
+    def __call__(self, *args, **kwargs):
+        if kwargs or not args or self.broken or not all(torch.is_tensor(a) for a in args) \
+                or not self._on_device(args):
+            return self.eager(*args, **kwargs)
+        grad = torch.is_grad_enabled()
+        training = self.module.training
+        if grad and not training:
+            return self.eager(*args)
+        kind = 'train' if grad else ('infer', training)
+        key = (_autocast_state(), torch.is_inference_mode_enabled(), _signature(args))
+        entry = self.graphs.get(kind)
+        if entry is None:
+            try:
+                entry = self.graphs[kind] = (key, self._capture(kind, args, key[0]))
+            except Exception as error:  # noqa: BLE001 -- any capture failure: stay eager, say it once
+                self.broken = True
+                self.graph_set.warn(self.name, error)
+                return self.eager(*args)
+        if entry[0] != key:
+            return self.eager(*args)
+        if self.graph_set.track_forwards:
+            if self.last_forward.get(kind) == self.graph_set.forward_id:
+                return self.eager(*args)          # second call within one supernet forward
+            self.last_forward[kind] = self.graph_set.forward_id
+        self.replays += 1
+        out = entry[1](*args)
+        if kind == 'train':
+            return out
+        # inference graphs hand back their static outputs: copy them before the next replay
+        return tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
+
+    # -- capture ------------------------------------------------------------------------------
+
+    def _on_device(self, args) -> bool:
+        return all(a.is_cuda for a in args)
+
+    def _capture(self, kind, args, amp) -> Callable:
+        """Capture one graph; the module's buffers are as before and its forward is this wrapper after."""
+        module = self.module
+        saved = {name: b.detach().clone() for name, b in module.named_buffers()}
+        installed = module.__dict__.pop('forward', None)     # capture must run the real forward
+        try:
+            if kind == 'train':
+                return self._record_training(args, amp)
+            return self._record_inference(args, amp)
+        finally:
+            module.__dict__.pop('forward', None)              # make_graphed_callables installs its own
+            if installed is not None:
+                module.forward = installed
+            with torch.no_grad():
+                for name, b in module.named_buffers():        # undo the warm-up's BN updates, in place
+                    b.copy_(saved[name])
+
+    def _record_training(self, args, amp) -> Callable:
+        module = self.module
+        samples = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        with _autocast(amp):
+            torch.cuda.make_graphed_callables(module, samples, num_warmup_iters=WARMUP_ITERS,
+                                              allow_unused_input=True, **_CAPTURE_MODE)
+        # make_graphed_callables replaced module.forward by its graphed forward: keep that
+        return module.__dict__['forward']
+
+    def _record_inference(self, args, amp) -> Callable:
+        """A replay function returning the graph's static outputs (the caller clones them)."""
+        module = self.module
+        static_inputs = tuple(a.detach().clone() for a in args)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad(), _autocast(amp):
+            for _ in range(WARMUP_ITERS):      # cuDNN autotuning and lazy init stay out of the graph
+                module(*static_inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        if self.graph_set.inference_pool is None:
+            self.graph_set.inference_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), _autocast(amp), torch.cuda.graph(graph, pool=self.graph_set.inference_pool,
+                                                               capture_error_mode='thread_local'):
+            static_out = module(*static_inputs)
+
+        def replay(*inputs):
+            for buffer, x in zip(static_inputs, inputs):
+                buffer.copy_(x)
+            graph.replay()
+            return static_out
+
+        return replay
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+
+def graph_supernet(supernet: nn.Module, mode: str = 'auto', *, device=None, wrapper=None) -> list[str]:
+    """Make every choice-free, one-tensor module of ``supernet`` run as CUDA graphs (in place).
+
+    Parameters
+    ----------
+    supernet
+        A supernet (NNI one-shot, path sampling) or a fixed network; the latter is wrapped whole.
+    mode
+        ``'auto'`` (graphs on a CUDA device) or ``'off'`` (plain eager PyTorch, nothing wrapped).
+    device
+        Where the network runs; default: the device of its first parameter.
+    wrapper
+        A class taking the module, whose instance becomes ``module.forward`` (CPU stand-ins in
+        tests); default :class:`CudaGraphModule`. Subclasses of :class:`CudaGraphModule` are
+        built like it (name, shared state, forward counting).
+
+    Returns
+    -------
+    list[str]
+        Qualified names of the wrapped modules (``''`` for a root wrapped whole); empty when
+        ``mode`` resolves off.
+
+    Examples
+    --------
+    >>> supernet = Enas().mutate_model(MacroSpace()).cuda()
+    >>> names = graph_supernet(supernet)        # then train / score as usual
+    """
+    if device is None:
+        first = next(supernet.parameters(), None)
+        device = first.device if first is not None else 'cpu'
+    if not use_cuda_graphs(mode, device):
+        return []
+    chosen = graphable_modules(supernet)
+    whole = len(chosen) == 1 and chosen[0][1] is supernet
+    ours = wrapper is None or (isinstance(wrapper, type) and issubclass(wrapper, CudaGraphModule))
+    graph_set = _GraphSet(track_forwards=not whole)
+    names = []
+    for name, module in chosen:
+        if not isinstance(module.__dict__.get('forward'), CudaGraphModule):
+            if ours:
+                module.forward = (wrapper or CudaGraphModule)(module, name=name, graph_set=graph_set)
+            else:
+                module.forward = wrapper(module)
+        names.append(name)
+    if ours and not whole and chosen:
+        # counts supernet forwards for the "same module twice in one forward" rule
+        supernet.register_forward_pre_hook(graph_set.next_forward)
+    return names

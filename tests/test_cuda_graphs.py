@@ -1,0 +1,451 @@
+"""CUDA-graph wrapping (nni_enas/cuda_graphs.py) and its use by ChildTraining, on the CPU.
+
+There is no GPU in the test suite: the wrapper's dispatch (which calls a graph serves, keys,
+fallbacks, BN-statistics restore, the one warning) runs with a CPU stand-in whose "capture"
+records an eager function with the same static-buffer behaviour as a CUDA graph.
+
+Runtime: about 25 s on the 2-core dev machine.
+"""
+
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
+from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer  # noqa: E402
+
+from nni_enas import MacroSpace, MicroSpace  # noqa: E402
+from nni_enas.controller import ReinforceController  # noqa: E402
+from nni_enas.cuda_graphs import (WARMUP_ITERS, CudaGraphModule, _GraphSet, graph_supernet,  # noqa: E402
+                                  use_cuda_graphs)
+from nni_enas.enas import Enas  # noqa: E402
+from nni_enas.macro import reduction_layers  # noqa: E402
+from nni_enas.micro import drop_path  # noqa: E402
+from nni_enas.ops import MACRO_OPS  # noqa: E402
+from nni_enas.recipe import ChildTraining, NonFiniteLossError, enas_sgd  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# stand-ins
+# --------------------------------------------------------------------------------------------
+
+class CpuGraphModule(CudaGraphModule):
+    """The real wrapper with CPU "captures": warm-up calls (which move BN statistics, as on the
+    GPU), then a replay function that behaves like a graph (static input and output buffers)."""
+
+    captures = 0
+
+    def _on_device(self, args):
+        return True
+
+    def _warm_up(self, args, grad):
+        with torch.random.fork_rng(), torch.set_grad_enabled(grad):    # warm-up draws no test randomness
+            for _ in range(WARMUP_ITERS):
+                out = self.module(*(a.detach().clone().requires_grad_(a.requires_grad) for a in args))
+                if grad:
+                    sum(t.sum() for t in torch.utils._pytree.tree_leaves(out)).backward()
+        for p in self.module.parameters():
+            p.grad = None
+        type(self).captures += 1
+
+    def _record_training(self, args, amp):
+        self._warm_up(args, grad=True)
+        return self.module.forward      # the class forward: capture removed this wrapper
+
+    def _record_inference(self, args, amp):
+        self._warm_up(args, grad=False)
+        forward = self.module.forward
+        static_in = [a.detach().clone() for a in args]
+        static_out = []
+
+        def replay(*inputs):        # like a graph: the outputs are overwritten in place each replay
+            for buffer, x in zip(static_in, inputs):
+                buffer.copy_(x)
+            flat, spec = torch.utils._pytree.tree_flatten(forward(*static_in))
+            if not static_out:
+                static_out.extend(torch.empty_like(t) for t in flat)
+            for buffer, t in zip(static_out, flat):
+                buffer.copy_(t)
+            return torch.utils._pytree.tree_unflatten(list(static_out), spec)
+
+        return replay
+
+
+class FailingCapture(CpuGraphModule):
+    def _record_training(self, args, amp):
+        raise RuntimeError('operation not permitted when stream is capturing')
+
+    _record_inference = _record_training
+
+
+class Recorder:
+    """A foreign stand-in (not a CudaGraphModule): records the calls, runs the module eagerly."""
+
+    calls = []
+
+    def __init__(self, module):
+        self.module = module
+        self.forward = module.forward
+
+    def __call__(self, *args):
+        Recorder.calls.append(self.module)
+        return self.forward(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def macro_supernet():
+    torch.manual_seed(0)
+    return Enas().mutate_model(MacroSpace(num_layers=4, channels=4))
+
+
+def micro_supernet():
+    torch.manual_seed(0)
+    return Enas().mutate_model(MicroSpace(num_layers=1, channels=4, num_nodes=2))
+
+
+def archs(supernet, n, seed=1):
+    controller = ReinforceController(supernet)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return [controller.sample()[0] for _ in range(n)]
+
+
+def apply(supernet, arch):
+    for m in supernet.modules():
+        if isinstance(m, BaseSuperNetModule):
+            m.resample(memo=arch)
+
+
+def has_params(module):
+    return next(module.parameters(), None) is not None
+
+
+def expected_macro(supernet):
+    names = {'stem', 'classifier'}
+    for i in range(len(supernet.layers)):
+        names |= {f'layers.{i}.op.{op}' for op in MACRO_OPS} | {f'layers.{i}.merge'}
+    for r in reduction_layers(len(supernet.layers)):
+        names |= {f'reductions.{r}.{k}' for k in range(r + 2)}
+    return names
+
+
+def expected_micro(supernet):
+    """Stem, classifier; per cell: its parametrised calibrations, every parametrised candidate op
+    of every layer choice, the loose-end reductions and the BN of the loose-end merge."""
+    names = {'stem', 'classifier'}
+    for c, cell in enumerate(supernet.cells):
+        names |= {f'cells.{c}.{pre}' for pre in ('pre0', 'pre1') if has_params(getattr(cell, pre))}
+        names |= {f'cells.{c}.loose_reduce.{j}' for j in cell.loose_reduce}
+        names.add(f'cells.{c}.merge.bn')
+    for name, module in supernet.named_modules():
+        if isinstance(module, PathSamplingLayer):
+            names |= {f'{name}.{cand}' for cand, op in module.named_children() if has_params(op)}
+    return names
+
+
+def run(net, x, y, grad: bool, training: bool, seed: int):
+    net.train(training)
+    torch.manual_seed(seed)
+    for p in net.parameters():
+        p.grad = None
+    with torch.set_grad_enabled(grad):
+        out = net(x)
+        if grad:
+            F.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+# --------------------------------------------------------------------------------------------
+# switch and finder
+# --------------------------------------------------------------------------------------------
+
+def test_mode_switch_and_bad_mode():
+    assert use_cuda_graphs('auto', 'cuda') and use_cuda_graphs('auto', torch.device('cuda', 1))
+    assert not use_cuda_graphs('auto', 'cpu') and not use_cuda_graphs('off', 'cuda')
+    with pytest.raises(ValueError, match='auto, off'):
+        use_cuda_graphs('on', 'cuda')
+    with pytest.raises(ValueError):
+        graph_supernet(macro_supernet(), 'always', device='cuda')
+    with pytest.raises(ValueError):
+        ChildTraining(cuda_graphs='yes')
+
+
+@pytest.mark.parametrize('mode, device', [('off', 'cuda'), ('auto', 'cpu'), ('auto', None)])
+def test_off_or_cpu_wraps_nothing(mode, device):
+    supernet = macro_supernet()
+    assert graph_supernet(supernet, mode, device=device, wrapper=Recorder) == []
+    assert not any('forward' in m.__dict__ for m in supernet.modules())
+
+
+@pytest.mark.parametrize('make, expected', [(macro_supernet, expected_macro), (micro_supernet, expected_micro)])
+def test_exactly_the_intended_modules_are_wrapped(make, expected):
+    supernet = make()
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=Recorder)
+    assert len(names) == len(set(names)) and set(names) == expected(supernet)
+    wrapped = {n for n, m in supernet.named_modules() if isinstance(m.__dict__.get('forward'), Recorder)}
+    assert wrapped == set(names)
+    # nothing wrapped holds a choice, and parameter names (checkpoints, exports) are unchanged
+    assert not any(isinstance(d, BaseSuperNetModule) for n in names for d in supernet.get_submodule(n).modules())
+    assert set(dict(supernet.named_parameters())) == set(dict(make().named_parameters()))
+
+
+def test_a_fixed_network_is_wrapped_whole():
+    net = MicroSpace(num_layers=1, channels=4, num_nodes=2, final=True).freeze(archs(micro_supernet(), 1)[0])
+    assert graph_supernet(net, 'auto', device='cuda', wrapper=Recorder) == ['']
+    assert isinstance(net.__dict__['forward'], Recorder)
+
+
+# --------------------------------------------------------------------------------------------
+# wrapped supernets compute what eager ones do
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('make', [macro_supernet, micro_supernet], ids=['macro', 'micro'])
+def test_wrapping_keeps_outputs_gradients_and_bn_statistics(make):
+    supernet = make()
+    reference = copy.deepcopy(supernet)
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=CpuGraphModule)
+    assert names
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    for step, arch in enumerate(archs(supernet, 3)):
+        apply(supernet, arch)
+        apply(reference, arch)
+        # child step (training graph), micro reward (train-mode BN, no grad), macro reward (eval)
+        for grad, training in ((True, True), (False, True), (False, False)):
+            out, grads = run(supernet, x, y, grad, training, seed=step)
+            ref_out, ref_grads = run(reference, x, y, grad, training, seed=step)
+            torch.testing.assert_close(out, ref_out)
+            assert grads.keys() == ref_grads.keys()
+            for n in grads:
+                torch.testing.assert_close(grads[n], ref_grads[n], msg=n)
+    # the warm-up's BN updates were undone: running statistics are those of the eager run
+    for (n, b), (_, rb) in zip(supernet.named_buffers(), reference.named_buffers()):
+        torch.testing.assert_close(b, rb, msg=n)
+    wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
+    assert sum(w.replays for w in wrappers) > len(names)       # graphs served most calls
+    assert all(len(w.graphs) <= 3 for w in wrappers)
+
+
+def test_other_shapes_non_tensors_and_eval_grad_run_eagerly():
+    bn = nn.BatchNorm2d(3)
+    wrapper = bn.forward = CpuGraphModule(bn)
+    bn(torch.randn(4, 3, 2, 2))
+    assert wrapper.replays == 1 and list(wrapper.graphs) == ['train']
+    bn(torch.randn(2, 3, 2, 2))                  # a last partial batch
+    bn(torch.randn(4, 3, 2, 2, requires_grad=True))     # another requires_grad
+    bn.eval()
+    bn(torch.randn(4, 3, 2, 2))                  # grad-enabled eval call
+    assert wrapper.replays == 1
+    with torch.no_grad():
+        bn(torch.randn(4, 3, 2, 2))
+        assert wrapper.replays == 2 and ('infer', False) in wrapper.graphs
+        bn(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))   # another layout
+    assert wrapper.replays == 2
+
+
+def test_second_call_within_one_supernet_forward_runs_eagerly():
+    conv = nn.Conv2d(2, 2, 1)
+    graph_set = _GraphSet(track_forwards=True)
+    wrapper = conv.forward = CpuGraphModule(conv, graph_set=graph_set)
+    x = torch.randn(1, 2, 3, 3)
+    graph_set.next_forward()
+    first, second = conv(x), conv(x)
+    assert wrapper.replays == 1 and torch.equal(first, second)
+    graph_set.next_forward()
+    conv(x)
+    assert wrapper.replays == 2
+
+
+def test_inference_outputs_survive_the_next_replay():
+    lin = nn.Linear(3, 2)
+    wrapper = lin.forward = CpuGraphModule(lin)
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    with torch.no_grad():
+        out_a = lin(a)
+        expected = out_a.clone()
+        lin(b)
+    assert wrapper.replays == 2 and torch.equal(out_a, expected)
+
+
+def test_a_failed_capture_warns_once_and_stays_eager():
+    supernet = macro_supernet()
+    reference = copy.deepcopy(supernet)
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=FailingCapture)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    arch = archs(supernet, 1)[0]
+    apply(supernet, arch)
+    apply(reference, arch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            out, grads = run(supernet, x, y, True, True, seed=0)
+            ref_out, ref_grads = run(reference, x, y, True, True, seed=0)
+            torch.testing.assert_close(out, ref_out)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and 'runs eagerly' in messages[0] and 'stream is capturing' in messages[0]
+    wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
+    assert any(w.broken for w in wrappers) and all(w.replays == 0 for w in wrappers)
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n])
+
+
+def test_deepcopy_of_a_wrapped_module_starts_without_graphs():
+    lin = nn.Linear(3, 2)
+    lin.forward = CpuGraphModule(lin)
+    lin(torch.randn(1, 3))
+    twin = copy.deepcopy(lin)
+    assert twin.__dict__['forward'].module is twin and not twin.__dict__['forward'].graphs
+    torch.testing.assert_close(twin(torch.ones(1, 3)), lin(torch.ones(1, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# drop path: a device value the graph reads
+# --------------------------------------------------------------------------------------------
+
+def micro_final(**kwargs):
+    arch = archs(micro_supernet(), 1)[0]
+    torch.manual_seed(0)
+    return MicroSpace(num_layers=1, channels=4, num_nodes=2, final=True, **kwargs).freeze(arch)
+
+
+def test_drop_path_probability_is_one_tensor_updated_in_place():
+    net = micro_final(drop_path_prob=0.4)
+    buffers = [cell.drop_prob for cell in net.cells]
+    for progress in (0.25, 0.5, 2.0):
+        net.set_drop_path_progress(progress)
+        for cell, buffer in zip(net.cells, buffers):
+            assert cell.drop_prob is buffer and cell.uses_drop_path
+            assert float(buffer) == pytest.approx(min(progress, 1) * cell.depth_fraction * 0.4)
+    assert 'drop_prob' not in ''.join(net.state_dict())            # not in checkpoints
+    assert not any(cell.uses_drop_path for cell in micro_final().cells)
+
+
+def test_drop_path_with_a_tensor_probability_matches_a_float():
+    x = torch.ones(4000, 1, 1, 1)
+    torch.manual_seed(3)
+    a = drop_path(x, torch.tensor(0.4))
+    torch.manual_seed(3)
+    b = drop_path(x, 0.4)
+    torch.testing.assert_close(a, b)
+    assert abs((a != 0).float().mean().item() - 0.6) < 0.03
+    torch.testing.assert_close(drop_path(x, torch.tensor(0.0)), x)
+
+
+# --------------------------------------------------------------------------------------------
+# ChildTraining: graphs, no per-step syncs, NaN check
+# --------------------------------------------------------------------------------------------
+
+class StandInGraphs(ChildTraining):
+    """ChildTraining as on a GPU, with the CPU stand-in capture."""
+
+    def enable_cuda_graphs(self, device=None, wrapper=None):
+        return super().enable_cuda_graphs(device='cuda', wrapper=CpuGraphModule)
+
+
+def fit(module_cls, net, steps=3, epochs=1, **kwargs):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(steps * 4 + 2, 3, 32, 32, generator=g), torch.randint(0, 10, (steps * 4 + 2,), generator=g))
+    module = module_cls(optimizer=lambda p: enas_sgd(p, lr_max=0.05), **kwargs)
+    module.set_model(net)
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append([cell.drop_prob for cell in net.cells] if hasattr(net, 'cells') else [])
+
+    trainer = pl.Trainer(max_epochs=epochs, accelerator='cpu', devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         gradient_clip_val=5.0, callbacks=[Watch()])
+    torch.manual_seed(1)
+    loader = DataLoader(data, batch_size=4)       # the last batch (2 images) is partial
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=DataLoader(data, batch_size=5))
+    return module, trainer, seen
+
+
+def test_child_training_with_graphs_trains_like_eager():
+    net = micro_final(auxiliary=True, drop_path_prob=0.4)
+    twin = copy.deepcopy(net)
+    CpuGraphModule.captures = 0
+    graphed, trainer, seen = fit(StandInGraphs, net, epochs=2, drop_path_steps=8)
+    eager, eager_trainer, _ = fit(ChildTraining, twin, epochs=2, drop_path_steps=8)
+    assert graphed.graphed == [''] and eager.graphed == []
+    wrapper = net.__dict__['forward']
+    # training graph + eval inference graph; partial batches (2 of 14 train, 4 of 14 test) eager
+    assert set(wrapper.graphs) == {'train', ('infer', False)} and CpuGraphModule.captures == 2
+    assert wrapper.replays == 2 * (3 + 2)
+    for (n, p), q in zip(net.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, msg=n)
+    for key in ('child_loss', 'child_acc', 'test_loss', 'test_acc'):
+        torch.testing.assert_close(trainer.callback_metrics[key], eager_trainer.callback_metrics[key])
+    # the drop-path probability the graph reads: the same tensors every step, on the schedule
+    assert all(all(a is b for a, b in zip(s, seen[0])) for s in seen)
+    torch.testing.assert_close(net.cells[-1].drop_prob, torch.tensor(0.4 * min(1.0, 8 / 8)))
+
+
+def test_child_training_on_cpu_or_off_does_not_wrap():
+    net = micro_final()
+    module, _, _ = fit(ChildTraining, net, steps=1)
+    assert module.graphed == [] and 'forward' not in net.__dict__
+    module, _, _ = fit(type('Off', (StandInGraphs,), {}), micro_final(), steps=1, cuda_graphs='off')
+    assert module.graphed == []
+
+
+def test_child_training_leaves_a_supernet_to_the_search():
+    module = ChildTraining()
+    module.set_model(micro_supernet())
+    assert module.enable_cuda_graphs(device='cuda', wrapper=Recorder) == []
+
+
+def test_nonfinite_loss_raises_at_the_check_not_per_step():
+    calls = []
+
+    def nan_loss(logits, y):
+        calls.append(1)
+        return F.cross_entropy(logits, y) * float('nan')
+
+    with pytest.raises(NonFiniteLossError, match='loss became nan/inf at epoch 0, steps 0-3'):
+        fit(ChildTraining, micro_final(), steps=3, loss=nan_loss)
+    assert len(calls) == 4          # every step of the epoch ran: the check waited for the last one
+
+
+def test_deepcopy_of_a_wrapped_supernet_keeps_counting_its_own_forwards():
+    supernet = macro_supernet()
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=CpuGraphModule)
+    twin = copy.deepcopy(supernet)
+    apply(twin, archs(twin, 1)[0])
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        for _ in range(2):
+            twin(x)
+    wrappers = [twin.get_submodule(n).__dict__['forward'] for n in names]
+    assert all(w.module is twin.get_submodule(n) for w, n in zip(wrappers, names))
+    assert wrappers[0].replays == 2                     # the stem: replayed in both forwards
+    assert not any(supernet.get_submodule(n).__dict__['forward'].graphs for n in names)
+
+
+def test_child_training_keeps_graphs_off_under_ddp_or_compile(capsys):
+    from types import SimpleNamespace
+    module = ChildTraining()
+    module.set_model(micro_final())
+    module._trainer = SimpleNamespace(world_size=2, is_global_zero=True)
+    assert module.enable_cuda_graphs(device='cuda', wrapper=Recorder) == []
+    assert capsys.readouterr().err.strip() == 'note: CUDA graphs are off under data parallelism (2 processes)'
+    module._trainer = None
+    module.model.compile()
+    assert module.enable_cuda_graphs(device='cuda', wrapper=Recorder) == []
+    assert 'torch.compile' in capsys.readouterr().err
+    assert 'forward' not in module.model.__dict__
