@@ -55,7 +55,7 @@ DRAWING_NAME = 'architecture.png'     # the network being trained, drawn (nni_en
 # Settings taken from paper.FINAL[space] when not given: one flag each (paper.FINAL_FLAGS).
 PAPER_KEYS = cli.paper_keys(FINAL_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
-RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'devices', 'progress_bar'}
+RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'cuda_graphs', 'devices', 'progress_bar'}
 PRECISIONS = ('auto', '32', 'bf16-mixed', '16-mixed')
 IMAGE_SIDE = 32       # every dataset's images (image folders are resized to it)
 
@@ -308,7 +308,8 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     drop_path = record['space'] == 'micro' and args.drop_path_prob > 0
     module = ChildTraining(
         optimizer=lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
-        aux_weight=args.aux_weight, drop_path_steps=args.epochs * steps_per_epoch if drop_path else None)
+        aux_weight=args.aux_weight, drop_path_steps=args.epochs * steps_per_epoch if drop_path else None,
+        cuda_graphs=args.cuda_graphs)
     module.set_model(net)
     data = RetrainData(train, test, batch_size=args.batch_size, eval_batch_size=max(100, 2 * args.batch_size),
                        seed=args.seed, cutout=args.cutout, channels_last=device.type == 'cuda')

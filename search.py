@@ -45,7 +45,7 @@ EXPORT_NAME = 'exported.json'
 # Settings taken from paper.SEARCH[space] when not given: one flag each (paper.SEARCH_FLAGS).
 PAPER_KEYS = cli.paper_keys(SEARCH_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
-RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'export', 'workers', 'progress_bar'}
+RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'cuda_graphs', 'export', 'workers', 'progress_bar'}
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir
         ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(_settings_for(args)),
         dataloaders=(train_loader, reward_loader), num_candidates=args.num_candidates,
         candidate_batches=args.candidate_batches, reward_train_mode=args.reward_train_mode,
-        callbacks=callbacks,
+        cuda_graphs=args.cuda_graphs, callbacks=callbacks,
         trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
     return trainer, stop
 

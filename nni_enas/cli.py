@@ -26,6 +26,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
+from .cuda_graphs import MODES as CUDA_GRAPH_MODES
+
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
     'CliError', 'ArgumentParser', 'fail', 'run_main', 'say',
@@ -281,11 +283,14 @@ def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str):
 
 def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output_holds: str, run_name: str,
                     resume_note: str):
-    """The ``run`` option group both commands share: ``--device``, ``--seed``, ``--progress-bar``,
+    """The ``run`` option group both commands share: ``--device``, ``--cuda-graphs``, ``--seed``, ``--progress-bar``,
     ``--output``, ``--resume`` (returned, to add script-specific run options)."""
     g = parser.add_argument_group('run')
     g.add_argument('--device', default='auto', help=f'auto (CUDA if available), cpu or cuda{device_note} '
                                                     '(default: %(default)s)')
+    g.add_argument('--cuda-graphs', choices=CUDA_GRAPH_MODES, default='auto',
+                   help='on a GPU, run the networks as CUDA graphs (one launch replays a module\'s kernels): '
+                        'auto (on for CUDA) or off (plain eager PyTorch, for debugging) (default: %(default)s)')
     g.add_argument('--seed', type=seed_value, default=0, help='random seed (default: %(default)s)')
     g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
                    help='show a progress bar during each epoch (default: only when the output is a terminal; '

@@ -105,6 +105,8 @@ class SearchDrawings(pl.Callback):
         if not trainer.is_global_zero:
             return
         epoch = trainer.current_epoch + 1
+        if hasattr(pl_module, 'finish_epoch'):
+            pl_module.finish_epoch()    # the epoch's controller phase, if no callback before ran it yet
         self._record_probabilities(pl_module, epoch)
         try:
             record = load_architecture(self.export_path)

@@ -21,7 +21,6 @@ module's children, so Lightning never moves it); its state is saved in the modul
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
 import time
@@ -33,6 +32,7 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 from pytorch_lightning.utilities.data import extract_batch_size
 
 from .controller import ReinforceController
+from .cuda_graphs import graph_supernet, use_cuda_graphs
 from .export import EpochExport
 from .recipe import NonFiniteLossError, accuracy
 from .supernet import mutation_hooks
@@ -151,8 +151,7 @@ class EnasModule(BaseOneShotLightningModule):
                              'or reward_function(output, target), not both')
         if reward_metric_mode is not None and reward_metric_name is None:
             raise ValueError('reward_metric_mode needs reward_metric_name')
-        if cuda_graphs not in ('auto', 'off'):
-            raise ValueError(f"cuda_graphs must be 'auto' or 'off', got {cuda_graphs!r}")
+        use_cuda_graphs(cuda_graphs, None)        # a bad mode is a ValueError now, not at fit time
         self.reward_metric_name = reward_metric_name
         self.reward_metric_mode = (reward_direction(reward_metric_name, reward_metric_mode)
                                    if reward_metric_name is not None else None)
@@ -218,10 +217,7 @@ class EnasModule(BaseOneShotLightningModule):
     def on_fit_start(self):
         if not self._graphs_done:
             self._graphs_done = True
-            # Guarded until the `graphs` branch lands (the lead removes the guard at merge).
-            if importlib.util.find_spec('nni_enas.cuda_graphs') is not None:
-                from .cuda_graphs import graph_supernet
-                self.graphed_modules = graph_supernet(self.model, self.cuda_graphs, device=self.device)
+            self.graphed_modules = graph_supernet(self.model, self.cuda_graphs, device=self.device)
         return super().on_fit_start()
 
     # Batches travel through the recipe's own transfer hooks (Lightning's default moves any nesting).

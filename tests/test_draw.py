@@ -23,12 +23,12 @@ from torch.utils.data import TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pytorch_lightning as pl  # noqa: E402
 
 from nni_enas import EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.architecture import architecture_record, load_architecture, save_architecture  # noqa: E402
+from nni_enas.architecture import architecture_record, load_architecture  # noqa: E402
 from nni_enas.draw import OP_COLORS, draw_architecture, layout, main, render_image, render_svg  # noqa: E402
 from nni_enas.drawings import SearchDrawings  # noqa: E402
+from nni_enas.export import ArchitectureExport  # noqa: E402
 from nni_enas.recipe import accuracy  # noqa: E402
 
 torch.set_num_threads(1)
@@ -230,24 +230,13 @@ def test_module_entry_point_exits_2_on_bad_input(tmp_path):
 
 # --------------------------------------------------------------------------- during a search
 
-class ExportGreedy(pl.Callback):
-    """Stands in for search.py's export: the controller's greedy architecture, every epoch."""
-
-    def __init__(self, space, path):
-        self.space, self.path = space, path
-
-    def on_train_epoch_end(self, trainer, module):
-        record = architecture_record(self.space, module.controller.greedy(), epoch=trainer.current_epoch + 1)
-        save_architecture(self.path, record)
-
-
 def _search(run_dir, epochs, ckpt_path=None):
     from pytorch_lightning.loggers import TensorBoardLogger
     torch.manual_seed(0)
     space = MacroSpace(num_layers=3, channels=4)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
-    callbacks = [ExportGreedy(space, run_dir / 'exported.json'), SearchDrawings(run_dir)]
+    callbacks = [ArchitectureExport(run_dir / 'exported.json', space=space), SearchDrawings(run_dir)]
     trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy, torch.optim.SGD(space.parameters(), lr=0.05),
                           epochs, data, batch_size=8, workers=0, device='cpu', ctrl_steps=1,
                           ctrl_steps_aggregate=2, num_candidates=2, callbacks=callbacks,

@@ -164,13 +164,18 @@ def test_help_explains_every_flag(capsys):
     assert 'PER DEVICE' in text and 'linear scaling rule' in text
     assert '--compile' not in text and '--rank-of' not in text      # removed (issue 10.2); internal
     assert '130 / 143 stopped by Ctrl-C / SIGTERM' in text
-    assert 'only --device, --devices, --epochs and --progress-bar may be changed' in text
+    assert 'only --cuda-graphs, --device, --devices, --epochs and --progress-bar may be changed' in text
 
 
-def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys):
+def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
+    import nni_enas.recipe
+    modes, real = [], nni_enas.recipe.use_cuda_graphs
+    monkeypatch.setattr(nni_enas.recipe, 'use_cuda_graphs', lambda mode, device: modes.append(mode) or real(mode, device))
     out = tmp_path / 'run'
-    status = retrain.main(['--arc', 'paper-micro', *TINY, '--epochs', '1', '--layers', '3', '--output', str(out)])
+    status = retrain.main(['--arc', 'paper-micro', *TINY, '--epochs', '1', '--layers', '3', '--output', str(out),
+                           '--cuda-graphs', 'off'])
     assert status == 0
+    assert modes and set(modes) == {'off'}          # the flag reaches the recipe
     stdout = capsys.readouterr().out
     assert 'epoch 1/1' in stdout and 'test loss' in stdout
     result = read_result(out)

@@ -233,14 +233,14 @@ def test_help_explains_every_option_and_default(capsys):
                  '--lr-max', '--lr-min', '--weight-decay', '--grad-clip', '--ctrl-lr', '--ctrl-steps',
                  '--ctrl-steps-aggregate', '--entropy-weight', '--skip-weight', '--skip-target',
                  '--baseline-decay', '--tanh-constant', '--num-candidates', '--candidate-batches', '--device',
-                 '--seed', '--workers', '--output', '--export', '--resume', '--dataset', '--data-dir',
+                 '--seed', '--cuda-graphs', '--workers', '--output', '--export', '--resume', '--dataset', '--data-dir',
                  '--synthetic-size', '--valid-size'):
         assert flag in text, flag
     for expected in ('default: macro 310 / micro 150', 'default: macro 128 / micro 160',
                      'default: macro 12 / micro 6', 'default: macro 0.001 / micro 0.0035',
                      'default: macro 0.8 / micro 0.0', 'default: macro 0.05 / micro 0.05', 'default: 100', 'default: cifar10',
                      'default: ./data', 'default: 1024', 'default: 5000', 'default: auto', 'runs/search-<space>-<time>',
-                     'only --device, --epochs, --export, --progress-bar and --workers may be changed',
+                     'only --cuda-graphs, --device, --epochs, --export, --progress-bar and --workers may be changed',
                      'resized to 32x32', '130 / 143 stopped by Ctrl-C / SIGTERM'):
         assert expected in text, expected
     # every paper setting is a flag whose help gives both spaces' defaults, from the table itself
@@ -326,6 +326,7 @@ BAD_INPUTS = {
     'no space': ([], '--search-for macro|micro is required'),
     'lr min above max': (['--search-for', 'macro', '--lr-max', '0.01', '--lr-min', '0.1'], 'larger than --lr-max'),
     'nodes for macro': (['--search-for', 'macro', '--nodes', '3'], 'only for --search-for micro'),
+    'cuda graphs on': (['--search-for', 'macro', '--cuda-graphs', 'on'], "invalid choice: 'on'"),
     'bad dropout': (['--search-for', 'macro', '--dropout', '1.5'], 'in [0, 1)'),
     'missing image folder': (['--search-for', 'macro', '--dataset', 'imagefolder', '--data-dir', '{inputs}/none'],
                              'image folder not found'),
@@ -361,6 +362,19 @@ def test_bad_input_is_one_error_line_and_exit_2(case, bad_inputs, tmp_path, caps
     assert out == ''
     assert list(tmp_path.iterdir()) == []                                   # nothing written
     assert sorted(p.relative_to(bad_inputs) for p in bad_inputs.rglob('*')) == before
+
+
+def test_cuda_graphs_flag_reaches_the_library(tmp_path, capsys, monkeypatch):
+    import nni_enas.enas
+    modes, real = [], nni_enas.enas.graph_supernet
+    monkeypatch.setattr(nni_enas.enas, 'graph_supernet',
+                        lambda net, mode, **kwargs: modes.append(mode) or real(net, mode, **kwargs))
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '1', '--cuda-graphs', 'off',
+                            '--output', 'run'], capsys)
+    assert rc == 0, err
+    assert modes == ['off']                  # once, when the fit starts
+    assert json.loads(Path('run/args.json').read_text())['settings']['cuda_graphs'] == 'off'
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
