@@ -19,7 +19,7 @@ default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
 3. instrumented epoch: the library's methods wrapped from here (with a device synchronisation
    around each call, so its total is a little slower): the breakdown;
 4. profiled epoch (``torch.profiler``): the device's kernel time; ``gpu_busy_share`` = kernel
-   time / the clean epoch's seconds (on CPU there are no device kernels: 0).
+   time / the clean epoch's seconds (on CPU there are no device kernels: null).
 
 Breakdown (``breakdown_s``): ``child_phase`` (the epoch's training steps), of which
 ``child_forward``, ``child_backward``, ``optimizer_step_and_clip``, ``supernet_resampling``,

@@ -146,6 +146,9 @@ class EnasModule(BaseOneShotLightningModule):
                  ctrl_steps: int | None = None, ctrl_kwargs: dict | None = None, num_candidates: int = 100,
                  candidate_batches: int = 1, reward_train_mode: bool = False, cuda_graphs: str = 'auto'):
         super().__init__(training_module)
+        if hasattr(training_module, 'nonfinite_check_every'):
+            # our recipe would read its NaN flag every few steps; this module checks once an epoch
+            training_module.nonfinite_check_every = None
         if reward_metric_name is not None and reward_function is not None:
             raise ValueError('give either reward_metric_name (a metric the evaluator logs in validation_step) '
                              'or reward_function(output, target), not both')

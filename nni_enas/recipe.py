@@ -69,10 +69,11 @@ class ChildTraining(LightningModule):
     device through Lightning's ``self.log(on_step=False, on_epoch=True)`` and are read (and
     reduced over ranks) once per epoch. Non-finite losses are flagged on the device and checked
     every ``nonfinite_check_every`` steps and at the epoch's last step, raising
-    :class:`NonFiniteLossError`.
+    :class:`NonFiniteLossError` (``None``: at the epoch's end only; the ENAS module sets it, as
+    it checks the child losses itself once an epoch).
     """
 
-    nonfinite_check_every = 25
+    nonfinite_check_every: int | None = 25
 
     def __init__(self, loss: Callable | None = None, optimizer=None, lr_scheduler=None,
                  metrics: Callable | None = None, aux_weight: float = 0.4, drop_path_steps: int | None = None,
@@ -134,7 +135,7 @@ class ChildTraining(LightningModule):
 
     def _check_finite(self, step: int, force: bool = False) -> None:
         """Raise if a loss since the last check was NaN/inf: one host read every few steps, not every step."""
-        if self._nonfinite is None:
+        if self._nonfinite is None or (self.nonfinite_check_every is None and not force):
             return
         last = self.trainer.num_training_batches if self._trainer is not None else float('inf')
         if not (force or (step + 1) % self.nonfinite_check_every == 0 or step + 1 >= last):

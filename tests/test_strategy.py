@@ -30,7 +30,7 @@ from nni.nas.nn.pytorch import Cell, LayerChoice, ModelSpace, MutableLinear, Rep
 
 from nni_enas import ArchitectureExport, Enas, EnasModule, EnasTrainer, MacroSpace  # noqa: E402
 from nni_enas.enas import reward_direction  # noqa: E402
-from nni_enas.recipe import accuracy  # noqa: E402
+from nni_enas.recipe import ChildTraining, accuracy  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -392,7 +392,8 @@ def test_controller_phase_runs_at_epoch_end_before_the_checkpoint(tmp_path):
     assert len(saved['optimizer_states']) == 1          # Lightning's optimizers: the child's only
 
 
-def test_no_host_sync_per_child_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize('recipe', ['plain', 'ours'])
+def test_no_host_sync_per_child_step(recipe, tmp_path, monkeypatch):
     class Recipe(LightningModule):
         def forward(self, x):
             return self.model(x)
@@ -405,7 +406,8 @@ def test_no_host_sync_per_child_step(tmp_path, monkeypatch):
             return torch.optim.SGD(self.model.parameters(), lr=0.05)
 
     supernet = Enas().mutate_model(MacroSpace(num_layers=2, channels=4))
-    module = EnasModule(Recipe(), ctrl_steps=1, ctrl_steps_aggregate=2, num_candidates=2)
+    training = Recipe() if recipe == 'plain' else ChildTraining(optimizer=lambda p: torch.optim.SGD(p, lr=0.05))
+    module = EnasModule(training, ctrl_steps=1, ctrl_steps_aggregate=2, num_candidates=2)
     module.set_model(supernet)
     loader = torch.utils.data.DataLoader(images(16), batch_size=4)
     module.reward_dataloader = loader
