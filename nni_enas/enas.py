@@ -287,6 +287,7 @@ class EnasModule(BaseOneShotLightningModule):
         if self.controller is not None:
             controller = {k[len('controller.'):]: v for k, v in ours.items() if k.startswith('controller.')}
             result = self.controller.load_state_dict(controller, strict=False)
+            self._controller_version += 1     # another controller: an earlier export is not current
             missing_keys += [f'{prefix}controller.{k}' for k in result.missing_keys]
             unexpected_keys += [f'{prefix}controller.{k}' for k in result.unexpected_keys]
         for name in ('baseline', 'baseline_ready'):
@@ -418,7 +419,11 @@ class EnasModule(BaseOneShotLightningModule):
         return torch.as_tensor(value, dtype=torch.float32, device=self.device).reshape(())
 
     def _score(self, batches) -> torch.Tensor:
-        """Mean reward metric of the applied architecture over ``batches`` (0-dim, on the device)."""
+        """Mean reward metric of the applied architecture over ``batches`` (0-dim float32, on the device).
+
+        The one scoring hook of the controller's rewards and of the export; an override may return a
+        float (tests plant rewards here).
+        """
         return torch.stack([self._reward(batch, i) for i, batch in enumerate(batches)]).mean()
 
     # -- controller phase ---------------------------------------------------------------------

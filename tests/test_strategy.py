@@ -436,9 +436,14 @@ def test_no_host_sync_per_child_step(recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(type(module.controller), 'sample_batch',
                         lambda self, n: calls['sample_batch'].append(n) or original_sample_batch(self, n))
 
+    walks = []
+    original_walk = EnasModule.supernet_modules
+    monkeypatch.setattr(EnasModule, 'supernet_modules', lambda self: walks.append(1) or original_walk(self))
+
     trainer = pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), **QUIET)
     trainer.fit(module, train_dataloaders=loader)
     assert calls['steps'] == 4 and calls['sync'] == 0
+    assert len(walks) == 1          # the supernet modules are found once, not by a tree walk per child step
     # the epoch's 4 children in one batch, then one batch per controller update and one for the export
     assert calls['sample_batch'] == [4, 2]
     module.export_epoch()
@@ -585,3 +590,19 @@ def test_reward_metric_recording_restores_the_recipes_log(tmp_path):
     with pytest.raises(RuntimeError, match='validation_step failed'):
         module.export_candidates()
     assert recipe.__dict__['log'] is routed
+
+
+def test_loading_a_controller_makes_the_last_export_stale(tmp_path):
+    """export() returns the last epoch's export only while the controller it came from is still there."""
+    trainer = tiny_trainer(tmp_path, [ArchitectureExport()])
+    trainer.fit()
+    module = trainer.module
+    sampled = []
+    original = module.export_candidates
+    module.export_candidates = lambda: sampled.append(1) or original()
+    assert module.export() == module.last_export.arch and sampled == []
+    other = tiny_trainer(tmp_path / 'other').module
+    module.load_state_dict(other.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(params_of(module.controller), params_of(other.controller)))
+    module.export()
+    assert sampled == [1]                             # the loaded controller's choice, not the old export
