@@ -243,8 +243,8 @@ class EnasModule(BaseOneShotLightningModule):
     def apply(self, arch: dict[str, Any]) -> None:
         """Route the supernet along ``arch``: every supernet module takes its label's value."""
         if self._routing is None:
-            # Walking the whole module tree (supernet_modules()) costs more than the resampling
-            # itself (e.g. ~0.8 of ~0.9 ms for the 12-layer macro space on the CPU), once per child step.
+            # Once per model, not per child step: walking the module tree (supernet_modules()) costs
+            # far more than the resampling (12-layer macro space: ~0.8 ms vs 0.06 ms on the dev CPU).
             self._routing = list(self.supernet_modules())
         for module in self._routing:
             module.resample(memo=arch)
