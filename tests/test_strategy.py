@@ -523,6 +523,19 @@ def test_export_writes_our_exported_json(tmp_path):
     assert set(exported.probabilities) == set(exported.arch)
 
 
+def test_export_provenance_may_name_any_field(tmp_path):
+    """Provenance fields merge into the record: epochs is the user's, the export's own facts stay."""
+    from nni_enas.architecture import load_architecture
+    path = tmp_path / 'exported.json'
+    export = ArchitectureExport(path, space=MacroSpace(num_layers=2, channels=4),
+                                provenance=lambda trainer: dict(epochs=7, epoch=99, reward=-1.0, seed=3))
+    trainer = tiny_trainer(tmp_path, [export])
+    trainer.fit()
+    provenance = load_architecture(path)['provenance']
+    assert provenance['epochs'] == 7 and provenance['seed'] == 3
+    assert provenance['epoch'] == 1 and provenance['reward'] == export.last.reward != -1.0
+
+
 def test_cuda_graphs_wiring_calls_graph_supernet_once_per_module(tmp_path, monkeypatch):
     """The module hands its supernet to nni_enas.cuda_graphs once, when the first fit starts on its device."""
     import nni_enas.enas
