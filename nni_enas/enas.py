@@ -76,16 +76,6 @@ def _batch_size(batch) -> int:
         return 0
 
 
-class _LogRecorder:
-    """Stands in for a LightningModule's ``log`` to read what its ``validation_step`` logs."""
-
-    def __init__(self):
-        self.logged: dict[str, Any] = {}
-
-    def __call__(self, name, value, *args, **kwargs):
-        self.logged[name] = value
-
-
 @contextlib.contextmanager
 def _recorded_logs(module) -> Iterator[dict[str, Any]]:
     """Within the block, ``module.log(name, value, ...)`` records ``{name: value}`` into the yielded dict.
@@ -97,12 +87,16 @@ def _recorded_logs(module) -> Iterator[dict[str, Any]]:
     shadow that instance attribute in turn and put back exactly what was there (NNI's routing, or
     nothing: the class's method), also when ``validation_step`` raises.
     """
-    recorder = _LogRecorder()
+    logged: dict[str, Any] = {}
+
+    def record(name, value, *args, **kwargs):
+        logged[name] = value
+
     missing = object()
     saved = module.__dict__.get('log', missing)
-    module.__dict__['log'] = recorder
+    module.__dict__['log'] = record
     try:
-        yield recorder.logged
+        yield logged
     finally:
         if saved is missing:
             module.__dict__.pop('log', None)

@@ -54,7 +54,7 @@ class EnasTrainer:
     batch_size, workers
         DataLoader settings (ignored when ``dataloaders`` is given).
     device
-        ``'cpu'``, ``'cuda'`` or ``None``/``'auto'``.
+        ``'cpu'``, ``'cuda'`` (the first GPU), ``'cuda:N'`` (GPU N) or ``None``/``'auto'``.
     log_frequency
         Lightning logging interval in steps.
     grad_clip, entropy_weight, skip_weight, baseline_decay, ctrl_lr, ctrl_steps_aggregate, ctrl_steps, ctrl_kwargs

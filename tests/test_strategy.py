@@ -346,9 +346,10 @@ def test_hub_spaces(name, tmp_path, monkeypatch):
 def tiny_trainer(tmp_path, callbacks=(), epochs=1, trainer_kwargs=None, reward_function=accuracy, **kwargs):
     space = MacroSpace(num_layers=2, channels=4)
     data = images(16, size=8)
-    return EnasTrainer(space, nn.CrossEntropyLoss(), None, reward_function, torch.optim.SGD(space.parameters(), lr=0.05),
-                       epochs, (data, data), batch_size=4, workers=0, device='cpu', ctrl_steps=2,
-                       ctrl_steps_aggregate=2, num_candidates=2, callbacks=list(callbacks),
+    return EnasTrainer(space, nn.CrossEntropyLoss(), None, reward_function,
+                       torch.optim.SGD(space.parameters(), lr=0.05), epochs, (data, data), batch_size=4,
+                       workers=0, device='cpu', ctrl_steps=2, ctrl_steps_aggregate=2, num_candidates=2,
+                       callbacks=list(callbacks),
                        trainer_kwargs=dict(enable_progress_bar=False, default_root_dir=str(tmp_path),
                                            **(trainer_kwargs or {})), **kwargs)
 
