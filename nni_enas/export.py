@@ -71,10 +71,12 @@ def export_record(space, export: EpochExport, **provenance) -> dict[str, Any]:
     if not (hasattr(space, 'name') and hasattr(space, 'args')):
         raise TypeError(f'exported.json holds architectures of nni_enas spaces (MacroSpace, MicroSpace), not of '
                         f'{type(space).__name__}; use the architecture dict (EpochExport.arch) instead')
-    return architecture_record(
-        space, export.arch, epoch=export.epoch, reward=export.reward, mean_reward=export.mean_reward,
-        num_candidates=export.num_candidates, candidate_batches=export.candidate_batches, greedy=export.greedy,
-        **{'time': time.strftime('%Y-%m-%dT%H:%M:%S'), **provenance})
+    facts = dict(epoch=export.epoch, reward=export.reward, mean_reward=export.mean_reward,
+                 num_candidates=export.num_candidates, candidate_batches=export.candidate_batches,
+                 greedy=export.greedy)
+    # facts first, then time and provenance; the export's facts win over provenance fields of the same name
+    fields = {**facts, 'time': time.strftime('%Y-%m-%dT%H:%M:%S'), **provenance, **facts}
+    return architecture_record(space, export.arch, **fields)
 
 
 def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space, export: EpochExport,
@@ -120,7 +122,9 @@ class ArchitectureExport(pl.Callback):
     space
         The (unmutated) model space the record describes; required with ``paths``.
     provenance
-        Extra provenance fields, or a callable ``(trainer) -> dict`` evaluated at each epoch.
+        Extra provenance fields, or a callable ``(trainer) -> dict`` evaluated at each epoch
+        (``epochs`` defaults to the trainer's ``max_epochs``; the export's own fields, such as
+        ``epoch`` and ``reward``, cannot be overridden).
 
     Attributes
     ----------
@@ -151,4 +155,4 @@ class ArchitectureExport(pl.Callback):
         self.last = pl_module.export_epoch()
         if self.paths:
             extra = self.provenance(trainer) if callable(self.provenance) else dict(self.provenance or {})
-            self.record = write_exported(self.paths, self.space, self.last, epochs=trainer.max_epochs, **extra)
+            self.record = write_exported(self.paths, self.space, self.last, **{'epochs': trainer.max_epochs, **extra})

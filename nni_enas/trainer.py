@@ -20,10 +20,14 @@ from .recipe import ChildTraining
 __all__ = ['EnasTrainer']
 
 
-def _accelerator(device) -> str:
+def _device_kwargs(device) -> dict[str, Any]:
+    """``pl.Trainer``'s ``accelerator`` and ``devices`` for ``device`` (``'cuda:1'`` is GPU 1, not the first GPU)."""
     if device is None or str(device) == 'auto':
-        return 'gpu' if torch.cuda.is_available() else 'cpu'
-    return 'gpu' if str(device).startswith('cuda') else 'cpu'
+        return dict(accelerator='gpu' if torch.cuda.is_available() else 'cpu', devices=1)
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return dict(accelerator='cpu', devices=1)
+    return dict(accelerator='gpu', devices=1 if device.index is None else [device.index])
 
 
 class EnasTrainer:
@@ -50,7 +54,7 @@ class EnasTrainer:
     batch_size, workers
         DataLoader settings (ignored when ``dataloaders`` is given).
     device
-        ``'cpu'``, ``'cuda'`` or ``None``/``'auto'``.
+        ``'cpu'``, ``'cuda'`` (the first GPU), ``'cuda:N'`` (GPU N) or ``None``/``'auto'``.
     log_frequency
         Lightning logging interval in steps.
     grad_clip, entropy_weight, skip_weight, baseline_decay, ctrl_lr, ctrl_steps_aggregate, ctrl_steps, ctrl_kwargs
@@ -101,15 +105,15 @@ class EnasTrainer:
         recipe = ChildTraining(loss, optimizer, lr_scheduler, metrics=metrics, aux_weight=aux_weight)
         self.module = EnasModule(
             recipe, reward_function=reward_function, reward_metric_name=reward_metric_name,
-            reward_metric_mode=reward_metric_mode, cuda_graphs=cuda_graphs, grad_clip=grad_clip, entropy_weight=entropy_weight,
-            skip_weight=skip_weight, baseline_decay=baseline_decay, ctrl_lr=ctrl_lr,
+            reward_metric_mode=reward_metric_mode, cuda_graphs=cuda_graphs, grad_clip=grad_clip,
+            entropy_weight=entropy_weight, skip_weight=skip_weight, baseline_decay=baseline_decay, ctrl_lr=ctrl_lr,
             ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
             num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode)
         self.module.set_model(self.supernet)
         self.train_loader, self.module.reward_dataloader = dataloaders or self._loaders(dataset, batch_size, workers)
-        kwargs = dict(max_epochs=num_epochs, accelerator=_accelerator(device), devices=1,
-                      num_sanity_val_steps=0, enable_model_summary=False, logger=False,
-                      enable_checkpointing=False, log_every_n_steps=log_frequency or 50)
+        kwargs = dict(max_epochs=num_epochs, **_device_kwargs(device), num_sanity_val_steps=0,
+                      enable_model_summary=False, logger=False, enable_checkpointing=False,
+                      log_every_n_steps=log_frequency or 50)
         kwargs.update(trainer_kwargs or {})
         callbacks = list(callbacks or [])
         if export_path is not None:

@@ -238,3 +238,12 @@ def test_enas_strategy_in_nni_nas_experiment(tmp_path, monkeypatch):
     assert changed(trained, controller) == []
     assert (tmp_path / 'nni-experiments' / experiment.id / 'log' / 'experiment.log').exists()
     assert (tmp_path / 'manifest' / '.experiment').exists()
+
+
+def test_trainer_device_picks_the_accelerator_and_the_gpu_index():
+    from nni_enas.trainer import _device_kwargs
+    assert _device_kwargs('cpu') == dict(accelerator='cpu', devices=1)
+    assert _device_kwargs(torch.device('cpu')) == dict(accelerator='cpu', devices=1)
+    assert _device_kwargs('cuda') == dict(accelerator='gpu', devices=1)
+    assert _device_kwargs('cuda:1') == dict(accelerator='gpu', devices=[1])     # not the first GPU
+    assert _device_kwargs(None)['accelerator'] == ('gpu' if torch.cuda.is_available() else 'cpu')

@@ -343,12 +343,13 @@ def test_hub_spaces(name, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- the module's contracts
 
-def tiny_trainer(tmp_path, callbacks=(), epochs=1, trainer_kwargs=None, **kwargs):
+def tiny_trainer(tmp_path, callbacks=(), epochs=1, trainer_kwargs=None, reward_function=accuracy, **kwargs):
     space = MacroSpace(num_layers=2, channels=4)
     data = images(16, size=8)
-    return EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy, torch.optim.SGD(space.parameters(), lr=0.05),
-                       epochs, (data, data), batch_size=4, workers=0, device='cpu', ctrl_steps=2,
-                       ctrl_steps_aggregate=2, num_candidates=2, callbacks=list(callbacks),
+    return EnasTrainer(space, nn.CrossEntropyLoss(), None, reward_function,
+                       torch.optim.SGD(space.parameters(), lr=0.05), epochs, (data, data), batch_size=4,
+                       workers=0, device='cpu', ctrl_steps=2, ctrl_steps_aggregate=2, num_candidates=2,
+                       callbacks=list(callbacks),
                        trainer_kwargs=dict(enable_progress_bar=False, default_root_dir=str(tmp_path),
                                            **(trainer_kwargs or {})), **kwargs)
 
@@ -436,9 +437,14 @@ def test_no_host_sync_per_child_step(recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(type(module.controller), 'sample_batch',
                         lambda self, n: calls['sample_batch'].append(n) or original_sample_batch(self, n))
 
+    walks = []
+    original_walk = EnasModule.supernet_modules
+    monkeypatch.setattr(EnasModule, 'supernet_modules', lambda self: walks.append(1) or original_walk(self))
+
     trainer = pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), **QUIET)
     trainer.fit(module, train_dataloaders=loader)
     assert calls['steps'] == 4 and calls['sync'] == 0
+    assert len(walks) == 1          # the supernet modules are found once, not by a tree walk per child step
     # the epoch's 4 children in one batch, then one batch per controller update and one for the export
     assert calls['sample_batch'] == [4, 2]
     module.export_epoch()
@@ -518,6 +524,19 @@ def test_export_writes_our_exported_json(tmp_path):
     assert set(exported.probabilities) == set(exported.arch)
 
 
+def test_export_provenance_may_name_any_field(tmp_path):
+    """Provenance fields merge into the record: epochs is the user's, the export's own facts stay."""
+    from nni_enas.architecture import load_architecture
+    path = tmp_path / 'exported.json'
+    export = ArchitectureExport(path, space=MacroSpace(num_layers=2, channels=4),
+                                provenance=lambda trainer: dict(epochs=7, epoch=99, reward=-1.0, seed=3))
+    trainer = tiny_trainer(tmp_path, [export])
+    trainer.fit()
+    provenance = load_architecture(path)['provenance']
+    assert provenance['epochs'] == 7 and provenance['seed'] == 3
+    assert provenance['epoch'] == 1 and provenance['reward'] == export.last.reward != -1.0
+
+
 def test_cuda_graphs_wiring_calls_graph_supernet_once_per_module(tmp_path, monkeypatch):
     """The module hands its supernet to nni_enas.cuda_graphs once, when the first fit starts on its device."""
     import nni_enas.enas
@@ -536,3 +555,68 @@ def test_cuda_graphs_wiring_calls_graph_supernet_once_per_module(tmp_path, monke
     trainer = tiny_trainer(tmp_path / 'auto', epochs=1)
     trainer.fit()
     assert calls[-1][1] == 'auto' and trainer.module.graphed_modules == ['stem']
+
+
+def test_statistics_are_logged_inside_a_fit_and_export_works_outside_one(tmp_path, monkeypatch):
+    """ctrl_* go to Lightning's log during a fit; export_epoch before or after a fit just returns its result."""
+    logged = []
+    original_log = EnasModule.log
+
+    def log(self, name, value, *args, **kwargs):
+        logged.append(name)
+        return original_log(self, name, value, *args, **kwargs)
+    monkeypatch.setattr(EnasModule, 'log', log)
+    trainer = tiny_trainer(tmp_path, [ArchitectureExport()])
+    module = trainer.module
+    before = module.export_epoch()                    # never attached to a Trainer
+    assert before.epoch is None and before.controller_version == 0 and logged == []
+    trainer.fit()
+    assert {'ctrl_reward', 'ctrl_baseline', 'ctrl_export_reward'} <= set(logged)
+    assert 'ctrl_export_reward' in trainer.trainer.callback_metrics
+    logged.clear()
+    stats = module.train_controller()                 # after the fit: the trainer is attached but finished
+    after = module.export_epoch()
+    assert after is not before and after.controller_version == module._controller_version > 0
+    assert stats['samples'] == 4 and logged == []
+
+
+def test_reward_metric_recording_restores_the_recipes_log(tmp_path):
+    """The recipe's log is shadowed only while its validation_step runs, and put back if that raises."""
+    trainer = tiny_trainer(tmp_path, reward_function=None, reward_metric_name='test_acc')
+    module, recipe = trainer.module, trainer.module.training_module
+    original_step = type(recipe).validation_step
+
+    def failing_step(batch, batch_idx):
+        recipe.log('test_acc', torch.tensor(1.0))
+        raise RuntimeError('validation_step failed')
+
+    assert 'log' not in recipe.__dict__               # before a fit: the class's method
+    recipe.validation_step = failing_step
+    with pytest.raises(RuntimeError, match='validation_step failed'):
+        module.export_candidates()
+    assert 'log' not in recipe.__dict__
+    del recipe.validation_step
+    trainer.fit()                                     # rewards read test_acc from what validation_step logs
+    assert math.isfinite(module.epoch_stats['reward'])
+    routed = recipe.__dict__['log']                   # NNI routes the recipe's log to the ENAS module's
+    assert routed == module.log and type(recipe).validation_step is original_step
+    recipe.validation_step = failing_step
+    with pytest.raises(RuntimeError, match='validation_step failed'):
+        module.export_candidates()
+    assert recipe.__dict__['log'] is routed
+
+
+def test_loading_a_controller_makes_the_last_export_stale(tmp_path):
+    """export() returns the last epoch's export only while the controller it came from is still there."""
+    trainer = tiny_trainer(tmp_path, [ArchitectureExport()])
+    trainer.fit()
+    module = trainer.module
+    sampled = []
+    original = module.export_candidates
+    module.export_candidates = lambda: sampled.append(1) or original()
+    assert module.export() == module.last_export.arch and sampled == []
+    other = tiny_trainer(tmp_path / 'other').module
+    module.load_state_dict(other.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(params_of(module.controller), params_of(other.controller)))
+    module.export()
+    assert sampled == [1]                             # the loaded controller's choice, not the old export

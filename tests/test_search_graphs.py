@@ -1,0 +1,123 @@
+"""The whole ENAS search with the supernet's modules wrapped for CUDA graphs, on the CPU.
+
+Two ``EnasTrainer`` searches from the same seed, one eager and one whose choice-free modules
+are wrapped by ``graph_supernet`` with the CPU stand-in of ``tests/test_cuda_graphs.py``
+(``CpuGraphModule``: the real wrapper's dispatch, keys, BN-statistics restore and static
+buffers, with a CPU "capture"), must give the same shared weights, controller, baseline, epoch
+statistics and exported architecture, and the wrapped run must really replay its "graphs" in
+the child steps, the controller's rewards and the export.
+
+Runtime: about 10 s on the 2-core dev machine.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import nni_enas.enas  # noqa: E402
+from nni_enas import ArchitectureExport, EnasModule, EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
+from nni_enas.cuda_graphs import CudaGraphModule, graph_supernet  # noqa: E402
+from nni_enas.recipe import accuracy  # noqa: E402
+from test_cuda_graphs import CpuGraphModule  # noqa: E402  (the one CPU stand-in; pytest puts tests/ on sys.path)
+
+torch.set_num_threads(1)
+
+# micro rewards in training mode (batch-statistics BN), as TF's micro search; macro in eval mode
+SPACES = {
+    'macro': (MacroSpace, dict(num_layers=3, channels=4), False),
+    'micro': (MicroSpace, dict(num_layers=1, channels=4, num_nodes=2), True),
+}
+PHASES = {'training_step': 'child steps', 'train_controller': 'rewards', 'export_candidates': 'export'}
+
+
+def wrappers(module):
+    return [m.__dict__['forward'] for m in module.modules() if isinstance(m.__dict__.get('forward'), CudaGraphModule)]
+
+
+def total_replays(module):
+    return sum(w.replays for w in wrappers(module))
+
+
+def images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def search(which, tmp_path, monkeypatch, graphed):
+    """Two epochs of ENAS; returns everything the two runs must agree on, and the replays per phase."""
+    cls, args, reward_train_mode = SPACES[which]
+    replays = dict.fromkeys(PHASES.values(), 0)
+    epochs = []
+
+    class Stats(pl.Callback):           # after ArchitectureExport: sees the finished epoch
+        def on_train_epoch_end(self, trainer, module):
+            epochs.append(dict(module.epoch_stats, export=export.last))
+
+    with monkeypatch.context() as m:
+        if graphed:
+            # what on_fit_start would do on a CUDA device, with the CPU stand-in as the wrapper
+            m.setattr(nni_enas.enas, 'graph_supernet', lambda supernet, mode, device=None:
+                      graph_supernet(supernet, mode, device='cuda', wrapper=CpuGraphModule))
+        for name, phase in PHASES.items():
+            def counted(self, *a, _method=getattr(EnasModule, name), _phase=phase, **k):
+                before = total_replays(self.model)
+                try:
+                    return _method(self, *a, **k)
+                finally:
+                    replays[_phase] += total_replays(self.model) - before
+            m.setattr(EnasModule, name, counted)
+
+        torch.manual_seed(0)
+        space = cls(**args)
+        export = ArchitectureExport()
+        # 18 training images in batches of 4: the last partial batch takes the wrapper's eager fallback
+        trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy,
+                              torch.optim.SGD(space.parameters(), lr=0.05, momentum=0.9), 2,
+                              (images(18, 1), images(12, 2)), batch_size=4, workers=0, device='cpu',
+                              ctrl_steps=2, ctrl_steps_aggregate=3, num_candidates=4,
+                              reward_train_mode=reward_train_mode, callbacks=[export, Stats()],
+                              trainer_kwargs=dict(enable_progress_bar=False, default_root_dir=str(tmp_path)))
+        trainer.fit()
+        final = trainer.export()
+    return dict(shared=trainer.supernet.state_dict(), controller=trainer.controller.state_dict(),
+                baseline=trainer.module.baseline.item(), epochs=epochs, export=final,
+                graphed=trainer.module.graphed_modules, wrappers=wrappers(trainer.supernet)), replays
+
+
+@pytest.mark.parametrize('which', ['macro', 'micro'])
+def test_graphed_search_matches_eager_search(which, tmp_path, monkeypatch):
+    eager, eager_replays = search(which, tmp_path / 'eager', monkeypatch, graphed=False)
+    graphed, graphed_replays = search(which, tmp_path / 'graphed', monkeypatch, graphed=True)
+
+    assert eager['graphed'] == [] and eager['wrappers'] == [] and set(eager_replays.values()) == {0}
+    assert graphed['graphed'] and len(graphed['wrappers']) == len(graphed['graphed'])
+    for phase, count in graphed_replays.items():
+        assert count > 0, f'no wrapped module replayed in the {phase}'
+    # both kinds of "graph" were captured: training (child steps) and inference (rewards, export)
+    kinds = set().union(*(w.graphs for w in graphed['wrappers']))
+    assert 'train' in kinds and ('infer', SPACES[which][2]) in kinds
+
+    for part in ('shared', 'controller'):
+        assert eager[part].keys() == graphed[part].keys()
+        for key, value in eager[part].items():
+            other = graphed[part][key]
+            if value.is_floating_point():
+                assert torch.allclose(value, other, rtol=1e-5, atol=1e-6), f'{part} {key}'
+            else:
+                assert torch.equal(value, other), f'{part} {key}'     # e.g. BN's num_batches_tracked
+    assert graphed['baseline'] == pytest.approx(eager['baseline'], rel=1e-5, abs=1e-7)
+    assert len(eager['epochs']) == len(graphed['epochs']) == 2
+    for a, b in zip(eager['epochs'], graphed['epochs']):
+        for key in ('reward', 'baseline', 'entropy', 'loss', 'samples'):
+            assert math.isfinite(a[key]) and b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+        assert b['export'].arch == a['export'].arch and b['export'].greedy == a['export'].greedy
+        assert b['export'].reward == pytest.approx(a['export'].reward, rel=1e-5, abs=1e-7)
+    assert graphed['export'] == eager['export'] == eager['epochs'][-1]['export'].arch
