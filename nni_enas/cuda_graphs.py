@@ -53,9 +53,11 @@ The same module twice in one forward
     supernet forward would overwrite the activations the first call's backward needs, so
     :func:`graph_supernet` counts supernet forwards (a pre-hook on the root) and a second call
     of one module within a forward runs eagerly.
-Two grad-enabled forwards before one backward
-    (gradient accumulation over forwards) would give the first forward the second one's saved
-    activations. ENAS never does it (one forward, one backward per child step); use ``'off'``.
+Two grad-enabled forwards before their backwards
+    (``loss = f(a) + f(b)``) would give the first forward the second one's saved activations.
+    The wrapper keeps a weak reference to the backward node of its last training replay; while
+    that node lives and its backward has not run, calls run eagerly. (A forward whose output is
+    kept alive without a backward keeps the module eager until it is freed: slow, not wrong.)
 Gradients
     ``make_graphed_callables``' backward returns its static gradient buffers (``b.detach()``),
     and autograd's ``AccumulateGrad`` keeps such a buffer as ``param.grad`` when ``.grad`` is
@@ -110,7 +112,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import operator
 import warnings
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -235,6 +239,10 @@ _CAPTURE_MODE = ({'capture_error_mode': 'thread_local'}
                  if 'capture_error_mode' in inspect.signature(torch.cuda.make_graphed_callables).parameters else {})
 
 
+_TRAINING = operator.attrgetter('training')
+_REQUIRES_GRAD = operator.attrgetter('requires_grad')
+
+
 def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
     return tuple((a.shape, a.dtype, a.device, a.stride(), a.requires_grad) for a in args)
 
@@ -269,6 +277,7 @@ class CudaGraphModule:
         self._pointers: list[int] = []
         self._submodules: list[nn.Module] = []
         self._params: list[nn.Parameter] = []
+        self._awaiting: Callable | None = None   # weak reference to the last training replay's backward node
 
     def __deepcopy__(self, memo):
         # the copied supernet's forward-counting hook holds the copied graph set (same memo)
@@ -304,6 +313,10 @@ class CudaGraphModule:
                 return self.eager(*args)
         if entry[0] != key:
             return self.eager(*args)
+        if kind == 'train' and self._awaiting is not None and self._awaiting() is not None:
+            # the last replay's backward has not run yet (two forwards, then their backwards):
+            # a replay now would overwrite the activations that backward reads
+            return self.eager(*args)
         if self.graph_set.track_forwards:
             if self.last_forward.get(kind) == self.graph_set.forward_id:
                 return self.eager(*args)          # second call within one supernet forward
@@ -311,7 +324,7 @@ class CudaGraphModule:
         self.replays += 1
         out = entry[1](*args)
         if kind == 'train':
-            self._protect_gradients(out)
+            self._watch_backward(out)
             return out
         # inference graphs hand back their static outputs: copy them before the next replay
         return tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
@@ -328,12 +341,13 @@ class CudaGraphModule:
         # checking all of them is cheap and needs no list of such classes
         self._submodules = [m for m in module.modules() if m is not module]
 
+    # map() with attrgetter: these run on every call, over hundreds of tensors for a whole network
     def _uniform(self, training: bool) -> bool:
-        return all(m.training == training for m in (self._submodules or self.module.modules()))
+        flags = map(_TRAINING, self._submodules or self.module.modules())
+        return all(flags) if training else not any(flags)
 
     def _grad_flags(self) -> tuple[bool, ...]:
-        params = self._params or list(self.module.parameters())
-        return tuple(p.requires_grad for p in params)
+        return tuple(map(_REQUIRES_GRAD, self._params or self.module.parameters()))
 
     def _state_ok(self, training: bool) -> bool:
         """False (run eagerly) when the module is not in the state its graphs were captured for.
@@ -342,22 +356,23 @@ class CudaGraphModule:
         with ``assign=True``) make every graph stale: they are dropped for good, with the warning.
         Parts in another training mode than the root (a frozen BN) run eagerly for that call.
         """
-        if any(t.data_ptr() != p for t, p in zip(self._tensors, self._pointers)):
+        if list(map(torch.Tensor.data_ptr, self._tensors)) != self._pointers:
             self.broken = True
             self.graphs.clear()
             self.graph_set.warn(self.name, 'its parameters or buffers were replaced after capture')
             return False
         return self._uniform(training)
 
-    def _protect_gradients(self, out) -> None:
-        """Keep the graph's static gradient buffers out of ``.grad`` when gradients accumulate.
+    def _watch_backward(self, out) -> None:
+        """Hook the backward of this replay: it waits for it (``_awaiting``) and protects ``.grad``.
 
-        The graphed backward returns its static buffers, and autograd keeps such a buffer as
-        ``param.grad`` when ``.grad`` was ``None``. If ``.grad`` is still set at the next graphed
-        backward (``accumulate_grad_batches``, ``zero_grad(set_to_none=False)``), the replay
-        would overwrite it before autograd adds the new gradient to it: the sum would be twice
-        the new gradient. A hook just before the graphed backward gives such gradients their
-        own storage; with ``set_to_none=True`` (Lightning's and PyTorch's default) it does nothing.
+        The graphed backward returns its static gradient buffers, and autograd keeps such a
+        buffer as ``param.grad`` when ``.grad`` was ``None``. If ``.grad`` is still set at the
+        next graphed backward (``accumulate_grad_batches``, ``zero_grad(set_to_none=False)``),
+        the replay would overwrite it before autograd adds the new gradient to it: the sum would
+        be twice the new gradient. Just before the graphed backward, such gradients get their
+        own storage; with ``set_to_none=True`` (Lightning's and PyTorch's default) nothing is
+        copied.
         """
         node = next((t.grad_fn for t in torch.utils._pytree.tree_leaves(out)
                      if torch.is_tensor(t) and t.grad_fn is not None), None)
@@ -365,12 +380,18 @@ class CudaGraphModule:
             return
         params = self._params
 
-        def own_storage(grad_outputs):
+        def before_backward(grad_outputs):
+            self._awaiting = None
             for p in params:
                 if p.grad is not None:
                     p.grad = p.grad.clone()
 
-        node.register_prehook(own_storage)
+        node.register_prehook(before_backward)
+        try:
+            # the node of make_graphed_callables' autograd.Function: dies with the forward's graph
+            self._awaiting = weakref.ref(node)
+        except TypeError:
+            self._awaiting = None
 
     # -- capture ------------------------------------------------------------------------------
 

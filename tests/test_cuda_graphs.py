@@ -337,6 +337,7 @@ def test_second_call_within_one_supernet_forward_runs_eagerly():
     graph_set.next_forward()
     first, second = conv(x), conv(x)
     assert wrapper.replays == 1 and torch.equal(first, second)
+    (first + second).sum().backward()
     graph_set.next_forward()
     conv(x)
     assert wrapper.replays == 2
@@ -611,3 +612,17 @@ def test_parts_in_another_mode_or_frozen_parameters_run_eagerly(change):
             torch.testing.assert_close(p.grad, q.grad, msg=n)
     for (n, b), rb in zip(net.named_buffers(), reference.buffers()):
         torch.testing.assert_close(b, rb, msg=n)
+
+
+def test_two_forwards_then_one_backward_match_eager():
+    """loss = f(a) + f(b): the second call must not replay over the first call's activations."""
+    net, reference = small_block(), small_block()
+    wrapper = net.forward = CpuGraphModule(net)
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    for step in range(2):
+        for model in (net, reference):
+            model.zero_grad()
+            (model(a).square().mean() + model(b).exp().mean()).backward()
+        for (n, p), q in zip(net.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, msg=n)
+    assert wrapper.replays == 2         # the first call of each step; the second ran eagerly
