@@ -93,7 +93,10 @@ Autocast
     autocast state is part of the key: a call under another state runs eagerly.
 Failures
     An exception during capture leaves that module eager for good (all kinds), with one
-    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module.
+    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module;
+    no other module of that call starts a capture afterwards (a capture that fails half-way
+    may leave PyTorch's allocator in an odd state), and the caller's CUDA stream is restored
+    (``torch.cuda.graph`` does not restore it when ``capture_end`` raises).
 Capture cost
     Each capture synchronises the device, empties the allocator's cache and runs three
     warm-up iterations (on the capture's own stream, as ``make_graphed_callables`` does): a few
@@ -203,6 +206,10 @@ class _GraphSet:
     def __init__(self, track_forwards: bool):
         self.inference_pool = None          # created at the first inference capture (needs CUDA)
         self.warned = False
+        # A capture that failed half-way may leave PyTorch's allocator and generator in odd states
+        # (the comment in CUDAGraph::reset, aten/src/ATen/cuda/CUDAGraph.cpp): after one failure,
+        # graphs already captured keep replaying but nothing new is captured.
+        self.capture_failed = False
         self.track_forwards = track_forwards
         self.forward_id = 0
 
@@ -292,23 +299,23 @@ class CudaGraphModule:
         training = self.module.training
         if grad and not training:
             return self.eager(*args)
-        # Inference mode is part of the kind, not only of the key: Lightning evaluates under
-        # inference_mode, rewards and exports run under no_grad; each gets its own graph (the
-        # static buffers of one cannot serve the other: inference tensors refuse in-place copies
-        # outside inference mode).
+        # Inference mode is part of the kind, not only of the key: trainer.validate/test run under
+        # inference_mode, fit-time validation, rewards and exports under no_grad; each gets its
+        # own graph (inference tensors refuse in-place copies outside inference mode).
         kind = 'train' if grad else ('infer', training, torch.is_inference_mode_enabled())
         if self._tensors is not None and not self._state_ok(training):
             return self.eager(*args)
         key = (_autocast_state(), _signature(args), self._grad_flags() if grad else None)
         entry = self.graphs.get(kind)
         if entry is None:
-            if not self._uniform(training):
-                return self.eager(*args)          # a part in another mode: nothing to capture
+            if self.graph_set.capture_failed or not self._uniform(training):
+                return self.eager(*args)          # no new captures after a failure; a part in another mode
             try:
                 entry = self.graphs[kind] = (key, self._capture(kind, args, key[0]))
             except Exception as error:  # noqa: BLE001 -- any capture failure: stay eager, say it once
                 self.broken = True
                 self.graphs.clear()
+                self.graph_set.capture_failed = True
                 self.graph_set.warn(self.name, error)
                 return self.eager(*args)
         if entry[0] != key:
@@ -405,10 +412,18 @@ class CudaGraphModule:
             self._remember()
         saved = {name: b.detach().clone() for name, b in module.named_buffers()}
         installed = module.__dict__.pop('forward', None)     # capture must run the real forward
+        stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
         try:
             if kind == 'train':
                 return self._record_training(args, amp)
             return self._record_inference(args, amp)
+        except BaseException:
+            # torch.cuda.graph.__exit__ restores the caller's stream only when capture_end
+            # succeeds (torch/cuda/graphs.py, 2.11 and 2.14): after a failed capture the work
+            # would go on in the capture stream
+            if stream is not None and torch.cuda.current_stream() != stream:
+                torch.cuda.set_stream(stream)
+            raise
         finally:
             module.__dict__.pop('forward', None)              # make_graphed_callables installs its own
             if installed is not None:

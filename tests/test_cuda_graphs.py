@@ -371,7 +371,8 @@ def test_a_failed_capture_warns_once_and_stays_eager():
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and 'runs eagerly' in messages[0] and 'stream is capturing' in messages[0]
     wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
-    assert any(w.broken for w in wrappers) and all(w.replays == 0 for w in wrappers)
+    # the first failure stops further captures in this graph set: one module tried
+    assert sum(w.broken for w in wrappers) == 1 and all(w.replays == 0 and not w.graphs for w in wrappers)
     for n in grads:
         torch.testing.assert_close(grads[n], ref_grads[n])
 
@@ -626,3 +627,156 @@ def test_two_forwards_then_one_backward_match_eager():
         for (n, p), q in zip(net.named_parameters(), reference.parameters()):
             torch.testing.assert_close(p.grad, q.grad, msg=n)
     assert wrapper.replays == 2         # the first call of each step; the second ran eagerly
+
+
+def test_after_a_failed_capture_captured_graphs_replay_and_nothing_new_is_captured():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    graph_set = _GraphSet(track_forwards=False)
+    wa = a.forward = CpuGraphModule(a, name='a', graph_set=graph_set)
+    wb = b.forward = FailingCapture(b, name='b', graph_set=graph_set)
+    x = torch.randn(2, 3)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        a(x), b(x)                      # a captured, b failed
+        a.eval()
+        torch.testing.assert_close(a(x), F.linear(x, a.weight, a.bias))    # a new kind: no capture
+        a.train()
+        a(x)
+    assert wa.replays == 2 and list(wa.graphs) == [('infer', True, False)] and wb.broken
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# on a GPU only (skipped here): the real captures against eager PyTorch
+#   python3 -m pytest -q -rs tests/test_cuda_graphs.py -k gpu
+# --------------------------------------------------------------------------------------------
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+def _no_graph_warnings():
+    context = warnings.catch_warnings()
+    context.__enter__()
+    warnings.filterwarnings('error', message='CUDA graphs of', category=RuntimeWarning)
+    return context
+
+
+@gpu
+@pytest.mark.parametrize('space', ['macro', 'micro'])
+@pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'bf16'])
+def test_gpu_supernet_graphs_match_eager(space, amp):
+    torch.manual_seed(0)
+    space_cls = (lambda: MacroSpace(num_layers=6, channels=16, dropout=0.0)) if space == 'macro' else \
+        (lambda: MicroSpace(num_layers=3, channels=8, num_nodes=3, dropout=0.0))
+    supernet = Enas().mutate_model(space_cls())
+    chosen = archs(supernet, 3)
+    supernet = supernet.cuda()
+    reference = copy.deepcopy(supernet)
+    context = _no_graph_warnings()
+    try:
+        names = graph_supernet(supernet)
+        x = torch.randn(16, 3, 32, 32, device='cuda')
+        y = torch.randint(0, 10, (16,), device='cuda')
+        tol = dict(atol=5e-2, rtol=5e-2) if amp else dict(atol=1e-4, rtol=1e-3)
+        for step, arch in enumerate(chosen * 2):
+            apply(supernet, arch)
+            apply(reference, arch)
+            for grad, training in ((True, True), (False, True), (False, False)):
+                with torch.autocast('cuda', torch.bfloat16, enabled=amp):
+                    out, grads = run(supernet, x, y, grad, training, seed=step)
+                    ref_out, ref_grads = run(reference, x, y, grad, training, seed=step)
+                torch.testing.assert_close(out.float(), ref_out.float(), **tol)
+                assert grads.keys() == ref_grads.keys()
+                for n in grads:
+                    torch.testing.assert_close(grads[n], ref_grads[n], msg=n, **tol)
+    finally:
+        context.__exit__(None, None, None)
+    for (n, b), rb in zip(supernet.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(b.float(), rb.float(), msg=n, **tol)
+    wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
+    assert not any(w.broken for w in wrappers) and sum(w.replays for w in wrappers) > 2 * len(names)
+
+
+def _gpu_retrain(net, cuda_graphs, steps=6, **trainer_kwargs):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(steps * 8, 3, 32, 32, generator=g).cuda().contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (steps * 8,), generator=g).cuda()
+    net = net.cuda().to(memory_format=torch.channels_last)
+    module = ChildTraining(optimizer=lambda p: enas_sgd(p, lr_max=0.05), cuda_graphs=cuda_graphs)
+    module.set_model(net)
+    trainer = pl.Trainer(max_epochs=1, accelerator='gpu', devices=1, precision='bf16-mixed', logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, gradient_clip_val=5.0, **trainer_kwargs)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)     # validation: no_grad
+    tested = trainer.validate(module, loader, verbose=False)[0]               # inference_mode
+    return module, tested
+
+
+@gpu
+@pytest.mark.parametrize('accumulate', [1, 2])
+def test_gpu_retraining_bf16_channels_last_matches_eager(accumulate):
+    net = micro_final(auxiliary=True, dropout=0.0).cuda()      # no random masks: graphed vs eager comparable
+    before = copy.deepcopy(net)
+    twin = copy.deepcopy(net)
+    context = _no_graph_warnings()
+    try:
+        graphed, tested = _gpu_retrain(net, 'auto', accumulate_grad_batches=accumulate)
+    finally:
+        context.__exit__(None, None, None)
+    eager, eager_tested = _gpu_retrain(twin, 'off', accumulate_grad_batches=accumulate)
+    wrapper = net.__dict__['forward']
+    assert graphed.graphed == [''] and not wrapper.broken and wrapper.replays >= 6 + 6 + 6
+    assert {'train', ('infer', False, False), ('infer', False, True)} <= set(wrapper.graphs)
+    # the update of every parameter tensor, graphed vs eager: bf16 rounding, not a doubled gradient
+    num = den = 0.0
+    for p, q, p0 in zip(net.parameters(), twin.parameters(), before.parameters()):
+        num += float((p - q).float().norm() ** 2)
+        den += float((q - p0).float().norm() ** 2)
+    assert num ** 0.5 <= 0.05 * den ** 0.5
+    assert abs(tested['test_loss'] - eager_tested['test_loss']) < 0.05 * abs(eager_tested['test_loss'])
+
+
+@gpu
+def test_gpu_dropout_and_drop_path_draw_fresh_masks_per_replay():
+    net = micro_final(drop_path_prob=0.5, dropout=0.5).cuda()
+    net.set_drop_path_progress(1.0)
+    wrapper = net.forward = CudaGraphModule(net)
+    x = torch.randn(64, 3, 32, 32, device='cuda')
+    outs = [net(x).detach().clone() for _ in range(3)]      # training graph (outputs freed: no backward needed)
+    with torch.no_grad():
+        outs += [net(x).clone() for _ in range(2)]          # inference graph, training mode
+    assert wrapper.replays == 5 and not wrapper.broken
+    for a, b in zip(outs, outs[1:]):
+        assert not torch.equal(a, b)
+
+
+class _HostSync(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x) * float(x.abs().sum() > 0)        # a host read: capture fails
+
+
+@gpu
+def test_gpu_failed_capture_falls_back_once_and_restores_the_stream():
+    bad, good = _HostSync().cuda(), nn.Linear(4, 4).cuda()
+    graph_set = _GraphSet(track_forwards=False)
+    wb = bad.forward = CudaGraphModule(bad, name='bad', graph_set=graph_set)
+    wg = good.forward = CudaGraphModule(good, name='good', graph_set=graph_set)
+    x = torch.randn(8, 4, device='cuda')
+    stream = torch.cuda.current_stream()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        out = bad(x)
+    assert torch.cuda.current_stream() == stream
+    torch.testing.assert_close(out, bad.lin(x))
+    assert wb.broken and len([w for w in caught if 'CUDA graphs of bad' in str(w.message)]) == 1
+    torch.testing.assert_close(good(x), F.linear(x, good.weight, good.bias))
+    assert wg.replays == 0                                   # nothing new captured after a failure
+    torch.cuda.synchronize()
+    assert torch.rand(1000, device='cuda').std() > 0.2       # eager CUDA randomness still works
