@@ -18,10 +18,15 @@ launch. This module records the parts of a network whose work never changes:
     calls, one per training flag: macro rewards use eval-mode BN, micro rewards training-mode
     BN (TF's micro search), the test set eval mode.
 
+  No-grad calls under ``torch.inference_mode`` (``trainer.validate``/``test``) get their own
+  inference graphs: Lightning's validation *during a fit* runs under ``no_grad`` only
+  (``training_epoch_loop``'s ``_EvaluationLoop(..., inference_mode=False)``, Lightning 2.6).
+
   Calls it cannot serve run the module eagerly: another shape, dtype, device, layout or
-  ``requires_grad`` than the captured one (a last partial batch), another autocast or
-  inference-mode state, keyword or non-tensor arguments, grad-enabled calls in eval mode, CPU
-  tensors.
+  ``requires_grad`` than the captured one (a last partial batch), another autocast state,
+  parameters whose ``requires_grad`` changed, parts of the module in another training mode
+  than the module itself (a frozen BN), keyword or non-tensor arguments, grad-enabled calls in
+  eval mode, CPU tensors.
 
 Which modules (the finder, :func:`graphable_modules`): walking down from the root, a module is
 wrapped whole when (1) nothing inside it is a choice or a supernet module (``LayerChoice``,
@@ -48,14 +53,23 @@ The same module twice in one forward
     supernet forward would overwrite the activations the first call's backward needs, so
     :func:`graph_supernet` counts supernet forwards (a pre-hook on the root) and a second call
     of one module within a forward runs eagerly.
-Two grad-enabled forwards before one backward
-    (gradient accumulation over forwards) would give the first forward the second one's saved
-    activations. ENAS never does it (one forward, one backward per child step); use ``'off'``.
+Two grad-enabled forwards before their backwards
+    (``loss = f(a) + f(b)``) would give the first forward the second one's saved activations.
+    The wrapper keeps a weak reference to the backward node of its last training replay; while
+    that node lives and its backward has not run, calls run eagerly. (A forward whose output is
+    kept alive without a backward keeps the module eager until it is freed: slow, not wrong.)
 Gradients
-    ``make_graphed_callables``' backward hands back its static gradient buffers, and autograd
-    may keep such a buffer as ``param.grad`` when ``.grad`` is ``None``. Correct as long as
-    gradients are zeroed with ``zero_grad(set_to_none=True)`` between steps (Lightning, NNI
-    and PyTorch's default) and not accumulated over several backwards.
+    ``make_graphed_callables``' backward returns its static gradient buffers (``b.detach()``),
+    and autograd's ``AccumulateGrad`` keeps such a buffer as ``param.grad`` when ``.grad`` is
+    ``None``. Were ``.grad`` still set at the next graphed backward (``accumulate_grad_batches``,
+    ``zero_grad(set_to_none=False)``), the replay would overwrite it before autograd adds the
+    new gradient to it: twice the new gradient, silently. A pre-hook on each replay's backward
+    node therefore gives such gradients their own storage first (a no-op with
+    ``set_to_none=True``, which Lightning's automatic optimization and NNI's
+    ``advance_optimization`` use, zeroing between the forward and the backward).
+Parameters and buffers
+    The graphs read them in place. If their storage moves after capture (``.to()``,
+    ``.data = ...``, ``load_state_dict(assign=True)``) the graphs are dropped, with the warning.
 Memory pools
     Graphs that share a pool may reuse each other's freed capture memory, which PyTorch only
     allows when they replay in capture order. Supernet modules replay in an order set by the
@@ -75,14 +89,23 @@ Randomness
     updated with ``fill_``), never a Python float frozen at capture.
 Autocast
     ``make_graphed_callables`` refuses autocast's weight cache. Graphs are captured inside a
-    nested ``torch.autocast(..., cache_enabled=False)`` with the caller's dtype, and the
-    autocast state is part of the key: a call under another state runs eagerly.
+    nested ``torch.autocast(..., cache_enabled=False)`` with the caller's dtype (Lightning's
+    ``bf16-mixed``/``16-mixed`` already use ``cache_enabled=False``), and the autocast state is
+    part of the key: a call under another state runs eagerly.
 Failures
     An exception during capture leaves that module eager for good (all kinds), with one
-    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module.
+    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module;
+    no other module of that call starts a capture afterwards (a capture that fails half-way
+    may leave PyTorch's allocator in an odd state), and the caller's CUDA stream is restored
+    (``torch.cuda.graph`` does not restore it when ``capture_end`` raises).
 Capture cost
-    Each capture synchronises the device and runs three warm-up iterations: a few seconds in
-    all, once, spread over the first steps that use each module.
+    Each capture synchronises the device, empties the allocator's cache and runs three
+    warm-up iterations (on the capture's own stream, as ``make_graphed_callables`` does): a few
+    seconds in all, once, spread over the first steps that use each module.
+Per-call checks
+    Every call compares the storage addresses of the module's parameters and buffers, and the
+    training flags of its parts, with the capture's: about 0.3 us per tensor on the 2-core
+    dev machine (0.4 ms for a whole paper-size micro network, a few us per supernet module).
 Data parallelism
     Not handled here: the retraining recipe turns graphs off under DDP (see
     :class:`~nni_enas.recipe.ChildTraining`).
@@ -97,7 +120,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import operator
 import warnings
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -186,18 +211,26 @@ class _GraphSet:
     def __init__(self, track_forwards: bool):
         self.inference_pool = None          # created at the first inference capture (needs CUDA)
         self.warned = False
+        # A capture that failed half-way may leave PyTorch's allocator and generator in odd states
+        # (the comment in CUDAGraph::reset, aten/src/ATen/cuda/CUDAGraph.cpp): after one failure,
+        # graphs already captured keep replaying but nothing new is captured.
+        self.capture_failed = False
         self.track_forwards = track_forwards
         self.forward_id = 0
 
     def next_forward(self, *_) -> None:
         self.forward_id += 1
 
-    def warn(self, name: str, error: BaseException) -> None:
-        if not self.warned:
-            self.warned = True
-            warnings.warn(f'CUDA graph capture of {name or "the network"} failed ({type(error).__name__}: '
-                          f'{str(error).splitlines()[0] if str(error) else ""}); it runs eagerly '
-                          f'(later failures are not reported)', RuntimeWarning, stacklevel=4)
+    def warn(self, name: str, error: BaseException | str) -> None:
+        """The one warning of this graph set: ``error`` is a capture's exception or a reason."""
+        if self.warned:
+            return
+        self.warned = True
+        if isinstance(error, BaseException):
+            first = str(error).splitlines()[0] if str(error) else ''
+            error = f'capture failed ({type(error).__name__}: {first})'
+        warnings.warn(f'CUDA graphs of {name or "the network"}: {error}; it runs eagerly '
+                      f'(later failures are not reported)', RuntimeWarning, stacklevel=4)
 
 
 def _autocast_state() -> tuple[bool, torch.dtype | None]:
@@ -216,6 +249,10 @@ def _autocast(state: tuple[bool, torch.dtype | None]):
 # make_graphed_callables takes the argument in recent PyTorch releases only.
 _CAPTURE_MODE = ({'capture_error_mode': 'thread_local'}
                  if 'capture_error_mode' in inspect.signature(torch.cuda.make_graphed_callables).parameters else {})
+
+
+_TRAINING = operator.attrgetter('training')
+_REQUIRES_GRAD = operator.attrgetter('requires_grad')
 
 
 def _signature(args: tuple[torch.Tensor, ...]) -> tuple:
@@ -246,6 +283,13 @@ class CudaGraphModule:
         self.graphs: dict[Any, tuple[tuple, Callable]] = {}    # kind -> (key, replay function)
         self.last_forward: dict[Any, int] = {}
         self.replays = 0                       # calls served by a graph (for tests and benchmarks)
+        # Set at the first capture: what the graphs read in place, and the module's parts whose
+        # training flags must agree with the root's (see _module_state).
+        self._tensors: list[torch.Tensor] | None = None
+        self._pointers: list[int] = []
+        self._submodules: list[nn.Module] = []
+        self._params: list[nn.Parameter] = []
+        self._awaiting: Callable | None = None   # weak reference to the last training replay's backward node
 
     def __deepcopy__(self, memo):
         # the copied supernet's forward-counting hook holds the copied graph set (same memo)
@@ -260,17 +304,30 @@ class CudaGraphModule:
         training = self.module.training
         if grad and not training:
             return self.eager(*args)
-        kind = 'train' if grad else ('infer', training)
-        key = (_autocast_state(), torch.is_inference_mode_enabled(), _signature(args))
+        # Inference mode is part of the kind, not only of the key: trainer.validate/test run under
+        # inference_mode, fit-time validation, rewards and exports under no_grad; each gets its
+        # own graph (inference tensors refuse in-place copies outside inference mode).
+        kind = 'train' if grad else ('infer', training, torch.is_inference_mode_enabled())
+        if self._tensors is not None and not self._state_ok(training):
+            return self.eager(*args)
+        key = (_autocast_state(), _signature(args), self._grad_flags() if grad else None)
         entry = self.graphs.get(kind)
         if entry is None:
+            if self.graph_set.capture_failed or not self._uniform(training):
+                return self.eager(*args)          # no new captures after a failure; a part in another mode
             try:
                 entry = self.graphs[kind] = (key, self._capture(kind, args, key[0]))
             except Exception as error:  # noqa: BLE001 -- any capture failure: stay eager, say it once
                 self.broken = True
+                self.graphs.clear()
+                self.graph_set.capture_failed = True
                 self.graph_set.warn(self.name, error)
                 return self.eager(*args)
         if entry[0] != key:
+            return self.eager(*args)
+        if kind == 'train' and self._awaiting is not None and self._awaiting() is not None:
+            # the last replay's backward has not run yet (two forwards, then their backwards):
+            # a replay now would overwrite the activations that backward reads
             return self.eager(*args)
         if self.graph_set.track_forwards:
             if self.last_forward.get(kind) == self.graph_set.forward_id:
@@ -279,9 +336,74 @@ class CudaGraphModule:
         self.replays += 1
         out = entry[1](*args)
         if kind == 'train':
+            self._watch_backward(out)
             return out
         # inference graphs hand back their static outputs: copy them before the next replay
         return tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
+
+    # -- what the graphs assume about the module ------------------------------------------------
+
+    def _remember(self) -> None:
+        """At the first capture: the tensors the graphs read in place, the parts, the parameters."""
+        module = self.module
+        self._params = list(module.parameters())
+        self._tensors = self._params + list(module.buffers())
+        self._pointers = [t.data_ptr() for t in self._tensors]
+        # only parts whose forward depends on the flag need to agree (BN, dropout, ...), but
+        # checking all of them is cheap and needs no list of such classes
+        self._submodules = [m for m in module.modules() if m is not module]
+
+    # map() with attrgetter: these run on every call, over hundreds of tensors for a whole network
+    def _uniform(self, training: bool) -> bool:
+        flags = map(_TRAINING, self._submodules or self.module.modules())
+        return all(flags) if training else not any(flags)
+
+    def _grad_flags(self) -> tuple[bool, ...]:
+        return tuple(map(_REQUIRES_GRAD, self._params or self.module.parameters()))
+
+    def _state_ok(self, training: bool) -> bool:
+        """False (run eagerly) when the module is not in the state its graphs were captured for.
+
+        Parameters or buffers whose storage moved (``.to()``, ``.data = ...``, a ``load_state_dict``
+        with ``assign=True``) make every graph stale: they are dropped for good, with the warning.
+        Parts in another training mode than the root (a frozen BN) run eagerly for that call.
+        """
+        if list(map(torch.Tensor.data_ptr, self._tensors)) != self._pointers:
+            self.broken = True
+            self.graphs.clear()
+            self.graph_set.warn(self.name, 'its parameters or buffers were replaced after capture')
+            return False
+        return self._uniform(training)
+
+    def _watch_backward(self, out) -> None:
+        """Hook the backward of this replay: it waits for it (``_awaiting``) and protects ``.grad``.
+
+        The graphed backward returns its static gradient buffers, and autograd keeps such a
+        buffer as ``param.grad`` when ``.grad`` was ``None``. If ``.grad`` is still set at the
+        next graphed backward (``accumulate_grad_batches``, ``zero_grad(set_to_none=False)``),
+        the replay would overwrite it before autograd adds the new gradient to it: the sum would
+        be twice the new gradient. Just before the graphed backward, such gradients get their
+        own storage; with ``set_to_none=True`` (Lightning's and PyTorch's default) nothing is
+        copied.
+        """
+        node = next((t.grad_fn for t in torch.utils._pytree.tree_leaves(out)
+                     if torch.is_tensor(t) and t.grad_fn is not None), None)
+        if node is None:
+            return
+        params = self._params
+
+        def before_backward(grad_outputs):
+            self._awaiting = None
+            for p in params:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+
+        node.register_prehook(before_backward)
+        try:
+            # the node of make_graphed_callables' autograd.Function: dies with the forward's graph
+            self._awaiting = weakref.ref(node)
+        except TypeError:
+            self._awaiting = None
 
     # -- capture ------------------------------------------------------------------------------
 
@@ -291,12 +413,22 @@ class CudaGraphModule:
     def _capture(self, kind, args, amp) -> Callable:
         """Capture one graph; the module's buffers are as before and its forward is this wrapper after."""
         module = self.module
+        if self._tensors is None:
+            self._remember()
         saved = {name: b.detach().clone() for name, b in module.named_buffers()}
         installed = module.__dict__.pop('forward', None)     # capture must run the real forward
+        stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
         try:
             if kind == 'train':
                 return self._record_training(args, amp)
             return self._record_inference(args, amp)
+        except BaseException:
+            # torch.cuda.graph.__exit__ restores the caller's stream only when capture_end
+            # succeeds (torch/cuda/graphs.py, 2.11 and 2.14): after a failed capture the work
+            # would go on in the capture stream
+            if stream is not None and torch.cuda.current_stream() != stream:
+                torch.cuda.set_stream(stream)
+            raise
         finally:
             module.__dict__.pop('forward', None)              # make_graphed_callables installs its own
             if installed is not None:
@@ -327,8 +459,10 @@ class CudaGraphModule:
         if self.graph_set.inference_pool is None:
             self.graph_set.inference_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
+        # warm-up and capture on one stream, as make_graphed_callables does: per-stream library
+        # state (cuBLAS workspaces) is then created by the warm-up, not inside the capture
         with torch.no_grad(), _autocast(amp), torch.cuda.graph(graph, pool=self.graph_set.inference_pool,
-                                                               capture_error_mode='thread_local'):
+                                                               stream=stream, capture_error_mode='thread_local'):
             static_out = module(*static_inputs)
 
         def replay(*inputs):
