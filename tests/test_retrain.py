@@ -236,6 +236,10 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
                    "'normal/node_3/op_a': 'conv_9x9' is not one of"),
         'bad_input': (json.dumps({**good, 'arch': {**good['arch'], 'normal/node_2/input_a': [5]}}),
                       "'normal/node_2/input_a': [5]"),
+        # the file's own width is broken even though --channels would override it: refused up front
+        # (it used to pass the checks and fail while drawing, after the run folder was made)
+        'zero_channels': (json.dumps({**good, 'space_args': {**good['space_args'], 'channels': 0}}),
+                          'channels must be an integer from 2 to 1024, got 0'),
     }
     out = {}
     for name, (text, message) in files.items():
