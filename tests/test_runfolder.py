@@ -95,6 +95,26 @@ def test_a_locked_run_folder_refuses_a_second_run_naming_the_holder(tmp_path, ca
     runfolder.RunLock(folder).acquire().release()          # free again
 
 
+def test_a_running_run_with_a_checkpoint_is_in_use_not_something_to_resume(tmp_path, capsys):
+    # A second command on the --output of a run past its first epoch is told the run is going on
+    # (and by whom), not "continue it with --resume" (which the lock would then refuse too).
+    folder = tmp_path / 'run'
+    (folder / 'checkpoints').mkdir(parents=True)
+    (folder / 'checkpoints' / 'last.ckpt').write_bytes(b'x')
+    (folder / runfolder.SETTINGS_FILE).write_text('{"command": "search.py", "settings": {}}')
+    lock = runfolder.RunLock(folder).acquire()
+    try:
+        for main, argv in ((search.main, ['--search-for', 'macro', *TINY]),
+                           (retrain.main, ['--arc', 'paper-micro', *TINY[:8], '--device', 'cpu'])):
+            status, out, err = run(main, [*argv, '--output', folder], capsys)
+            line = one_error_line(err)
+            assert status == 2 and f'is in use by another run (pid {os.getpid()}' in line and '--resume' not in line
+    finally:
+        lock.release()
+    status, out, err = run(search.main, ['--search-for', 'macro', *TINY, '--output', folder], capsys)
+    assert status == 2 and 'already holds a run; continue it with --resume' in one_error_line(err)
+
+
 def test_the_lock_is_held_by_another_process_until_it_ends(tmp_path):
     folder = tmp_path / 'run'
     folder.mkdir()
