@@ -271,7 +271,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if lead:    # every check before any work: the run folder, then the data
         run_dir, checkpoint, _ = runfolder.check_run_dir(args, COMMAND)
         if run_dir is None:
-            runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
+            runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
     else:
         run_dir = Path(args.rank_of)
         checkpoint = last_checkpoint(run_dir, COMMAND) if args.resume else None

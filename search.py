@@ -208,7 +208,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # Every check before any work: the run folder, the export path, then the data.
     run_dir, checkpoint, done = runfolder.check_run_dir(args, COMMAND)
     if run_dir is None:
-        runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
+        runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
     if args.export is None:
         args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
     runfolder.check_writable(args.export, '--export', folder=False)

@@ -158,11 +158,16 @@ def places(tmp_path):
     (search.main, ['--export', '{p}/read-only/x.json'], 'cannot write in {p}/read-only (permission denied)'),
     (retrain.main, ['--output', '{p}/a-file'], '--output {p}/a-file: it is a file, not a folder'),
     (retrain.main, ['--output', '{p}/read-only/deep/run'], 'cannot write in {p}/read-only (permission denied)'),
+    # no --output, in a folder where runs/ cannot be made: the line says the folder is the default one
+    (search.main, ['--export', '{p}/x.json', '@read-only'], '--output (not given: the default) runs: cannot write in .'),
+    (retrain.main, ['@read-only'], '--output (not given: the default) runs: cannot write in . (permission denied)'),
 ])
 def test_unwritable_outputs_are_one_error_line_and_exit_2(main, argv, message, places, capsys, monkeypatch):
     real_access = os.access
-    monkeypatch.setattr(os, 'access', lambda path, mode: 'read-only' not in str(path) and real_access(path, mode))
-    monkeypatch.chdir(places / 'a-folder')
+    monkeypatch.setattr(os, 'access',
+                        lambda path, mode: 'read-only' not in os.path.abspath(path) and real_access(path, mode))
+    monkeypatch.chdir(places / ('read-only' if '@read-only' in argv else 'a-folder'))
+    argv = [a for a in argv if a != '@read-only']
     before = files_under(places)
     what = ['--search-for', 'macro', *TINY] if main is search.main else ['--arc', 'paper-micro', *TINY[:4], '--device', 'cpu']
     status, out, err = run(main, [*what, *[a.format(p=places) for a in argv]], capsys)
