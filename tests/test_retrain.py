@@ -185,6 +185,9 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
     assert result['epochs'] == 1 and result['devices'] == 1 and result['precision'] == '32-true'
     assert (out / 'checkpoints' / 'last.ckpt').is_file() and (out / 'args.json').is_file()
     assert any((out / 'tensorboard').glob('events.out.tfevents.*'))
+    from PIL import Image
+    with Image.open(out / 'architecture.png') as image:      # the network drawn, as the README says
+        assert image.format == 'PNG' and image.width > 100
 
 
 def test_exported_search_architecture_retrains_and_resumes_exactly(tmp_path, capsys):
