@@ -271,7 +271,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if lead:    # every check before any work: the run folder, then the data
         run_dir, checkpoint, _ = runfolder.check_run_dir(args, COMMAND)
         if run_dir is None:
-            runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
+            runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
     else:
         run_dir = Path(args.rank_of)
         checkpoint = last_checkpoint(run_dir, COMMAND) if args.resume else None
@@ -332,7 +332,9 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     if paper is not None and space_args != {**record['space_args'], 'num_classes': train.num_classes}:
         paper = None
     if lead:
-        draw_architecture(record, run_dir / DRAWING_NAME, title=f'{args.arc}: {_describe_space(space_args)}')
+        # the network trained: the file's arch at the widths it is built with (the file's own may be overridden)
+        draw_architecture({**record, 'space_args': space_args}, run_dir / DRAWING_NAME,
+                          title=f'{args.arc}: {_describe_space(space_args)}')
         cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} ({record["space"]}, '
                 f'{_describe_space(space_args)}): {params:,} parameters'
                 + (f' (paper: {paper["params_m"]}M)' if paper else '')

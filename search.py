@@ -46,6 +46,8 @@ EXPORT_NAME = 'exported.json'
 PAPER_KEYS = cli.paper_keys(SEARCH_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
 RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'cuda_graphs', 'export', 'workers', 'progress_bar'}
+# The summary values TensorBoard gets from search.py (search/<name>); the module logs the others.
+SEARCH_ONLY_SCALARS = ('lr', 'seconds', 'export_seconds')
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,9 +171,11 @@ class SearchMonitor(pl.Callback):
     def _log_tensorboard(trainer, module, epoch: int, summary: dict[str, float]) -> None:
         if trainer.logger is None:
             return
-        # child_loss / child_acc are logged by the module itself (Lightning); the rest is ours.
+        # One tag per value: the module logs child_loss / child_acc and the controller phase's
+        # statistics itself (ctrl_reward, ctrl_baseline, ctrl_entropy, ctrl_loss, ctrl_skip_rate,
+        # ctrl_seconds, ctrl_child_seconds, ctrl_images_per_s, ctrl_export_reward); only the rest is ours.
         scalars = {f'search/{k}': v for k, v in summary.items()
-                   if v is not None and math.isfinite(v) and k not in ('child_loss', 'child_acc')}
+                   if k in SEARCH_ONLY_SCALARS and v is not None and math.isfinite(v)}
         controller = module.controller
         values = {d.label: d.values for d in controller.decisions}
         for label, probs in controller.choice_probabilities().items():
@@ -204,7 +208,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # Every check before any work: the run folder, the export path, then the data.
     run_dir, checkpoint, done = runfolder.check_run_dir(args, COMMAND)
     if run_dir is None:
-        runfolder.check_writable(trial_dir or 'runs', '--output', folder=True)
+        runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
     if args.export is None:
         args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
     runfolder.check_writable(args.export, '--export', folder=False)

@@ -192,7 +192,9 @@ def check_record(record: Any, where: str = 'architecture', *, max_parameters: in
     if 'arch' not in record:
         problems.append('no "arch" object')
     if not problems:
-        problems += [f'bad space_args: {p}' for p in _range_problems({**args, **overrides})]
+        # the file's own values too: a file asking for 0 channels is broken even where a flag overrides it
+        problems += [f'bad space_args: {p}'
+                     for p in dict.fromkeys(_range_problems(args) + _range_problems({**args, **overrides}))]
     if not problems:
         try:
             # The labels do not depend on the width: validate on a narrow copy of the space (fast).

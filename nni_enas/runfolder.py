@@ -128,10 +128,10 @@ def check_run_dir(args: argparse.Namespace, command: str) -> tuple[Path | None, 
     if args.output:
         run_dir = Path(args.output)
         check_writable(run_dir, '--output', folder=True)
+        if run_dir.is_dir():        # a run still going says so (not "continue it with --resume")
+            RunLock.check_free(run_dir)
         if (run_dir / SETTINGS_FILE).exists() and checkpoint_path(run_dir).exists():
             fail(f'{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --output')
-        if run_dir.is_dir():
-            RunLock.check_free(run_dir)
         return run_dir, None, 0
     return None, None, 0
 

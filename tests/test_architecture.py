@@ -17,7 +17,7 @@ import nni_enas  # noqa: E402
 from nni_enas import MacroSpace, MicroSpace  # noqa: E402
 from nni.nas.nn.pytorch import LayerChoice  # noqa: E402
 from nni_enas.architecture import (FORMAT, ArchitectureError, architecture_record, build_network,  # noqa: E402
-                                   build_space, check_arch, load_architecture, save_architecture, write_json_atomic)
+                                   build_space, check_arch, check_record, load_architecture, save_architecture, write_json_atomic)
 from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
 
 torch.set_num_threads(1)
@@ -149,6 +149,14 @@ def test_absurd_space_args_are_refused_before_building_anything(tmp_path, space,
     start = time.perf_counter()
     assert message in load_error(tmp_path, record)
     assert time.perf_counter() - start < 5                  # refused, not built (that would hang)
+
+
+def test_the_files_own_space_args_are_checked_even_where_overridden(tmp_path):
+    record = macro_record()
+    record['space_args'] = {**record['space_args'], 'channels': 0}
+    with pytest.raises(ArchitectureError, match='channels must be an integer from 2 to 1024, got 0'):
+        check_record(record, channels=8)
+    check_record(macro_record(), channels=8)                # a valid file at another width is fine
 
 
 def test_build_network_is_the_frozen_space_without_building_the_search_space():

@@ -185,6 +185,9 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
     assert result['epochs'] == 1 and result['devices'] == 1 and result['precision'] == '32-true'
     assert (out / 'checkpoints' / 'last.ckpt').is_file() and (out / 'args.json').is_file()
     assert any((out / 'tensorboard').glob('events.out.tfevents.*'))
+    from PIL import Image
+    with Image.open(out / 'architecture.png') as image:      # the network drawn, as the README says
+        assert image.format == 'PNG' and image.width > 100
 
 
 def test_exported_search_architecture_retrains_and_resumes_exactly(tmp_path, capsys):
@@ -236,6 +239,10 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
                    "'normal/node_3/op_a': 'conv_9x9' is not one of"),
         'bad_input': (json.dumps({**good, 'arch': {**good['arch'], 'normal/node_2/input_a': [5]}}),
                       "'normal/node_2/input_a': [5]"),
+        # the file's own width is broken even though --channels would override it: refused up front
+        # (it used to pass the checks and fail while drawing, after the run folder was made)
+        'zero_channels': (json.dumps({**good, 'space_args': {**good['space_args'], 'channels': 0}}),
+                          'channels must be an integer from 2 to 1024, got 0'),
     }
     out = {}
     for name, (text, message) in files.items():

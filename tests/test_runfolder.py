@@ -95,6 +95,26 @@ def test_a_locked_run_folder_refuses_a_second_run_naming_the_holder(tmp_path, ca
     runfolder.RunLock(folder).acquire().release()          # free again
 
 
+def test_a_running_run_with_a_checkpoint_is_in_use_not_something_to_resume(tmp_path, capsys):
+    # A second command on the --output of a run past its first epoch is told the run is going on
+    # (and by whom), not "continue it with --resume" (which the lock would then refuse too).
+    folder = tmp_path / 'run'
+    (folder / 'checkpoints').mkdir(parents=True)
+    (folder / 'checkpoints' / 'last.ckpt').write_bytes(b'x')
+    (folder / runfolder.SETTINGS_FILE).write_text('{"command": "search.py", "settings": {}}')
+    lock = runfolder.RunLock(folder).acquire()
+    try:
+        for main, argv in ((search.main, ['--search-for', 'macro', *TINY]),
+                           (retrain.main, ['--arc', 'paper-micro', *TINY[:8], '--device', 'cpu'])):
+            status, out, err = run(main, [*argv, '--output', folder], capsys)
+            line = one_error_line(err)
+            assert status == 2 and f'is in use by another run (pid {os.getpid()}' in line and '--resume' not in line
+    finally:
+        lock.release()
+    status, out, err = run(search.main, ['--search-for', 'macro', *TINY, '--output', folder], capsys)
+    assert status == 2 and 'already holds a run; continue it with --resume' in one_error_line(err)
+
+
 def test_the_lock_is_held_by_another_process_until_it_ends(tmp_path):
     folder = tmp_path / 'run'
     folder.mkdir()
@@ -138,11 +158,16 @@ def places(tmp_path):
     (search.main, ['--export', '{p}/read-only/x.json'], 'cannot write in {p}/read-only (permission denied)'),
     (retrain.main, ['--output', '{p}/a-file'], '--output {p}/a-file: it is a file, not a folder'),
     (retrain.main, ['--output', '{p}/read-only/deep/run'], 'cannot write in {p}/read-only (permission denied)'),
+    # no --output, in a folder where runs/ cannot be made: the line says the folder is the default one
+    (search.main, ['--export', '{p}/x.json', '@read-only'], '--output (not given: the default) runs: cannot write in .'),
+    (retrain.main, ['@read-only'], '--output (not given: the default) runs: cannot write in . (permission denied)'),
 ])
 def test_unwritable_outputs_are_one_error_line_and_exit_2(main, argv, message, places, capsys, monkeypatch):
     real_access = os.access
-    monkeypatch.setattr(os, 'access', lambda path, mode: 'read-only' not in str(path) and real_access(path, mode))
-    monkeypatch.chdir(places / 'a-folder')
+    monkeypatch.setattr(os, 'access',
+                        lambda path, mode: 'read-only' not in os.path.abspath(path) and real_access(path, mode))
+    monkeypatch.chdir(places / ('read-only' if '@read-only' in argv else 'a-folder'))
+    argv = [a for a in argv if a != '@read-only']
     before = files_under(places)
     what = ['--search-for', 'macro', *TINY] if main is search.main else ['--arc', 'paper-micro', *TINY[:4], '--device', 'cpu']
     status, out, err = run(main, [*what, *[a.format(p=places) for a in argv]], capsys)

@@ -165,11 +165,14 @@ def test_search_end_to_end(cli_runs, space):
     events = EventAccumulator(str(run_dir / 'tensorboard'), size_guidance={'scalars': 0})
     events.Reload()
     tags = set(events.Tags()['scalars'])
-    for tag in ('search/mean_reward', 'search/baseline', 'search/entropy', 'search/images_per_s'):
+    for tag in ('search/lr', 'search/seconds', 'search/export_seconds'):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
-    # one tag per value (the module logs child_loss/child_acc itself); no skip rate without skips
-    assert {'child_loss', 'child_acc'} <= tags and not {'search/child_loss', 'search/child_acc'} & tags
-    assert ('search/skip_rate' in tags) == (space == 'macro')    # micro has no skips: the module reports none
+    for tag in ('ctrl_reward', 'ctrl_baseline', 'ctrl_entropy', 'ctrl_images_per_s', 'ctrl_export_reward'):
+        assert len(events.Scalars(tag)) == 2, tag                # the module's, once per epoch
+    # one tag per value (the module logs child_loss/child_acc and ctrl_* itself); no skip rate without skips
+    assert {'child_loss', 'child_acc'} <= tags and not {t for t in tags if t.startswith('search/')} - {
+        'search/lr', 'search/seconds', 'search/export_seconds'}
+    assert ('ctrl_skip_rate' in tags) == (space == 'macro')      # micro has no skips: the module reports none
     hparams = (run_dir / 'tensorboard' / 'hparams.yaml').read_text()
     assert 'search_for: ' + space in hparams and 'ctrl_lr:' in hparams      # the run's settings
     label = 'layer_1/op' if space == 'macro' else 'normal/node_2/op_a'
