@@ -101,9 +101,10 @@ def test_graphed_search_matches_eager_search(which, tmp_path, monkeypatch):
     assert graphed['graphed'] and len(graphed['wrappers']) == len(graphed['graphed'])
     for phase, count in graphed_replays.items():
         assert count > 0, f'no wrapped module replayed in the {phase}'
-    # both kinds of "graph" were captured: training (child steps) and inference (rewards, export)
+    # both kinds of "graph" were captured: training (child steps) and inference (rewards, export:
+    # no_grad, in the space's reward mode; not inference_mode)
     kinds = set().union(*(w.graphs for w in graphed['wrappers']))
-    assert 'train' in kinds and ('infer', SPACES[which][2]) in kinds
+    assert 'train' in kinds and ('infer', SPACES[which][2], False) in kinds
 
     for part in ('shared', 'controller'):
         assert eager[part].keys() == graphed[part].keys()
