@@ -61,6 +61,13 @@ def controller_kwargs(settings: dict) -> dict:
     return {k: settings[k] for k in keys if k in settings}
 
 
+# The SGD recipe flags both commands share (their help is the same; weight decay's is not).
+_SCHEDULE_FLAGS = {
+    'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
+    'lr_min': ('weight', 'cosine schedule minimum'),
+}
+_CLIP_FLAG = {'grad_clip': ('weight', 'global gradient-norm clip, 0 = off')}
+
 # What each setting means, as the commands' help says it: ``{group: {key: (kind, help)}}``.
 # Every key is a flag (``--key-with-dashes``) defaulting to the table above for the chosen space;
 # the kind names the check of its value (``cli.KINDS``; ``switch`` is ``--x/--no-x``).
@@ -74,10 +81,9 @@ SEARCH_FLAGS = {
     'shared weights (child models)': {
         'epochs': ('count', 'search epochs'),
         'batch_size': ('count', 'minibatch size of the child steps and the reward batches'),
-        'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
-        'lr_min': ('weight', 'cosine schedule minimum'),
+        **_SCHEDULE_FLAGS,
         'weight_decay': ('weight', 'SGD weight decay'),
-        'grad_clip': ('weight', 'global gradient-norm clip, 0 = off'),
+        **_CLIP_FLAG,
     },
     'controller': {
         'ctrl_lr': ('rate', 'Adam learning rate'),
@@ -108,10 +114,9 @@ FINAL_FLAGS = {
     'training recipe': {
         'epochs': ('count', 'training epochs'),
         'batch_size': ('count', 'training minibatch size per device'),
-        'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
-        'lr_min': ('weight', 'cosine schedule minimum'),
+        **_SCHEDULE_FLAGS,
         'weight_decay': ('weight', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'),
-        'grad_clip': ('weight', 'global gradient-norm clip, 0 = off'),
+        **_CLIP_FLAG,
         'cutout': ('pixels', 'side of the cutout square in pixels, 0 = off, at most the image side; 16 for '
                              'the paper\'s "+ CutOut" row'),
     },

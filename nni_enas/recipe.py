@@ -69,8 +69,8 @@ class ChildTraining(LightningModule):
     device through Lightning's ``self.log(on_step=False, on_epoch=True)`` and are read (and
     reduced over ranks) once per epoch. Non-finite losses are flagged on the device and checked
     every ``nonfinite_check_every`` steps and at the epoch's last step, raising
-    :class:`NonFiniteLossError` (``None``: at the epoch's end only; the ENAS module sets it, as
-    it checks the child losses itself once an epoch).
+    :class:`NonFiniteLossError` (``None``: not checked here; the ENAS module sets it, as it
+    checks the child losses itself once an epoch).
     """
 
     nonfinite_check_every: int | None = 25
@@ -135,7 +135,7 @@ class ChildTraining(LightningModule):
 
     def _check_finite(self, step: int, force: bool = False) -> None:
         """Raise if a loss since the last check was NaN/inf: one host read every few steps, not every step."""
-        if self._nonfinite is None or (self.nonfinite_check_every is None and not force):
+        if self._nonfinite is None:
             return
         last = self.trainer.num_training_batches if self._trainer is not None else float('inf')
         if not (force or (step + 1) % self.nonfinite_check_every == 0 or step + 1 >= last):
@@ -154,11 +154,12 @@ class ChildTraining(LightningModule):
         loss = self.criterion(logits, y)
         if aux is not None:
             loss = loss + self.aux_weight * self.criterion(aux, y)
-        with torch.no_grad():       # flagged on the device; read by _check_finite every few steps
-            bad = ~torch.isfinite(loss.detach())
-            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-        self._step_in_epoch = batch_idx
-        self._check_finite(batch_idx)
+        if self.nonfinite_check_every is not None:
+            with torch.no_grad():   # flagged on the device; read by _check_finite every few steps
+                bad = ~torch.isfinite(loss.detach())
+                self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+            self._step_in_epoch = batch_idx
+            self._check_finite(batch_idx)
         # on_step=False: Lightning adds value x batch size to device tensors and reads (and, with
         # sync_dist, all-reduces) them once at the epoch's end -- no host sync per step.
         self.log('child_loss', loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
