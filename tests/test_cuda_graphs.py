@@ -498,6 +498,32 @@ def test_nonfinite_loss_raises_at_the_check_not_per_step():
     assert len(calls) == 4          # every step of the epoch ran: the check waited for the last one
 
 
+def test_epoch_means_reach_lightning_once_an_epoch_weighted_by_batch_size():
+    steps, logged = [], []
+
+    def loss(logits, y):
+        value = F.cross_entropy(logits, y)
+        if torch.is_grad_enabled():       # a training step, not the validation
+            steps.append((value.item(), (logits.argmax(1) == y).float().mean().item(), len(y)))
+        return value
+
+    class Counting(ChildTraining):
+        def log(self, name, *args, **kwargs):
+            logged.append((self.current_epoch, name))
+            return super().log(name, *args, **kwargs)
+
+    _, trainer, _ = fit(Counting, micro_final(), steps=3, epochs=2, loss=loss)
+    train_logs = [entry for entry in logged if entry[1].startswith('child_')]
+    assert train_logs == [(0, 'child_loss'), (0, 'child_acc'), (1, 'child_loss'), (1, 'child_acc')]
+    last = steps[-4:]                 # the second epoch: batches of 4, 4, 4 and 2 images
+    assert [n for *_, n in last] == [4, 4, 4, 2]
+    images = sum(n for *_, n in last)
+    expected_loss = sum(v * n for v, _, n in last) / images
+    expected_acc = sum(a * n for _, a, n in last) / images
+    assert trainer.callback_metrics['child_loss'].item() == pytest.approx(expected_loss, rel=1e-5)
+    assert trainer.callback_metrics['child_acc'].item() == pytest.approx(expected_acc, rel=1e-5)
+
+
 def test_deepcopy_of_a_wrapped_supernet_keeps_counting_its_own_forwards():
     supernet = macro_supernet()
     names = graph_supernet(supernet, 'auto', device='cuda', wrapper=CpuGraphModule)

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks of the README's Performance section, in as few device calls as
+# possible. Run from the repository root on the GPU machine:
+#
+#   bash bench/gpu_checks.sh tests search-macro search-micro        # call 1: about 8 minutes
+#   bash bench/gpu_checks.sh retrain peers search-macro-eager       # call 2: about 8 minutes
+#
+# Parts (each under its own `timeout`, its output in $OUT/<part>.log, or bench/results/gpu/):
+#   tests               the GPU-only tests: real CUDA-graph captures against eager PyTorch
+#   search-macro        bench/search_epoch.py --paper --search-for macro (CUDA graphs on)
+#   search-micro        the same for micro
+#   search-macro-eager  macro with --cuda-graphs off, for the before/after ratio in one machine
+#   search-micro-eager  micro with --cuda-graphs off
+#   retrain             bench/retrain_loop.py, paper batches, graphs on, then off
+#   peers               ours vs NNI 2.10 EnasTrainer on the peers' networks (macro, micro)
+#
+# Needs: .device-site/nni30 (NNI 3.0, `bash ../shared/device/make-site.sh`), and for `peers`
+# .device-site/nni210 (`make-site.sh nni210`) and bench/peer-bench (a copy of
+# ../shared/peer-bench): carry `.device-site` and `bench/peer-bench` with the call.
+# Each part's last JSON line (the bench scripts' metrics) is also printed at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-bench/results/gpu}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/.device-site/nni30:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+peers=bench/peer-bench
+
+run() {   # run PART SECONDS COMMAND...: one part, its log, and how it ended
+    local part=$1 seconds=$2
+    shift 2
+    local start=$SECONDS
+    echo "== $part: $*" | tee "$out/$part.log"
+    timeout "$seconds" "$@" >>"$out/$part.log" 2>&1
+    local rc=$?
+    echo "== $part: exit $rc after $((SECONDS - start)) s" | tee -a "$out/$part.log"
+}
+
+summary() {
+    for part in "$@"; do
+        [ -f "$out/$part.log" ] || continue
+        echo "-- $part"
+        grep -E '^(FAILED|ERROR|[0-9]+ (passed|failed))|passed|skipped' "$out/$part.log" | tail -3
+        grep -E '^\{' "$out/$part.log" | tail -2 | cut -c1-1500
+    done
+}
+
+[ $# -gt 0 ] || set -- tests search-macro search-micro
+for part in "$@"; do
+    case $part in
+        tests|search-macro|search-micro|search-macro-eager|search-micro-eager|retrain|peers) ;;
+        *) echo "error: unknown part '$part' (the parts are listed at the top of $0)" >&2; exit 2 ;;
+    esac
+done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c 'import torch, pytorch_lightning as pl; print("torch", torch.__version__, "lightning", pl.__version__)'
+for part in "$@"; do
+    case $part in
+        tests) run tests 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda_graphs.py -k gpu ;;
+        search-macro) run "$part" 300 python3 bench/search_epoch.py --device cuda --paper --search-for macro ;;
+        search-micro) run "$part" 300 python3 bench/search_epoch.py --device cuda --paper --search-for micro ;;
+        search-macro-eager) run "$part" 330 python3 bench/search_epoch.py --device cuda --paper --search-for macro \
+            --cuda-graphs off ;;
+        search-micro-eager) run "$part" 330 python3 bench/search_epoch.py --device cuda --paper --search-for micro \
+            --cuda-graphs off ;;
+        retrain)
+            run retrain 150 python3 bench/retrain_loop.py --device cuda --steps 50
+            run retrain-eager 150 python3 bench/retrain_loop.py --device cuda --steps 50 --cuda-graphs off ;;
+        peers)
+            for space in macro micro; do
+                run "peers-ours-$space" 120 python3 bench/search_epoch.py --network peers --peer-dir "$peers" \
+                    --search-for "$space" --samples 16384 --batch-size 128 --device cuda
+                run "peers-nni210-$space" 120 env PYTHONPATH="$PWD/.device-site/nni210" python3 \
+                    "$peers/peer_nni210/bench_epoch.py" --search-for "$space" --samples 16384 --batch-size 128 \
+                    --device cuda
+            done ;;
+    esac
+done
+summary tests search-macro search-micro search-macro-eager search-micro-eager retrain retrain-eager \
+    peers-ours-macro peers-nni210-macro peers-ours-micro peers-nni210-micro
