@@ -276,7 +276,8 @@ def _read_image_folder(folder: Path, image_size: int,
     from torchvision.transforms.functional import pil_to_tensor
 
     if not folder.is_dir():
-        raise DataError(f'image folder not found: {folder}')
+        what = 'is a file, not a folder of class folders' if folder.exists() else 'not found'
+        raise DataError(f'image folder {what}: {folder}')
     try:
         names, _ = find_classes(str(folder))
     except FileNotFoundError:

@@ -29,7 +29,14 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def enas_sgd(parameters, *, lr_max: float = 0.05, lr_min: float = 5e-4, weight_decay: float = 5e-4,
              t0: int = 10, t_mult: int = 2):
-    """The ENAS child optimizer: Nesterov SGD (momentum 0.9) with cosine warm restarts per epoch (spec D.3)."""
+    """The ENAS child optimizer: Nesterov SGD (momentum 0.9) with cosine warm restarts per epoch (spec D.3).
+
+    PyTorch's default step (foreach on CUDA), not ``fused=True``: the fused SGD step of torch 2.14
+    fails with a ``TypeError`` as soon as a step holds a parameter without momentum buffer after
+    the first step, which is every ENAS child step that samples an op for the first time (only
+    the sampled path has gradients). Lightning also refuses to clip gradients for fused
+    optimizers under ``16-mixed``.
+    """
     optimizer = torch.optim.SGD(parameters, lr=lr_max, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=t0, T_mult=t_mult, eta_min=lr_min)
     return optimizer, schedule

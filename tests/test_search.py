@@ -333,6 +333,8 @@ BAD_INPUTS = {
     'bad dropout': (['--search-for', 'macro', '--dropout', '1.5'], 'in [0, 1)'),
     'missing image folder': (['--search-for', 'macro', '--dataset', 'imagefolder', '--data-dir', '{inputs}/none'],
                              'image folder not found'),
+    'image folder is a file': (['--search-for', 'macro', '--dataset', 'imagefolder',
+                                '--data-dir', '{inputs}/one/cat/a.png'], 'image folder is a file, not a folder'),
     'one class': (['--search-for', 'macro', '--dataset', 'imagefolder', '--data-dir', '{inputs}/one'],
                   'need at least 2 class'),
     'resume no folder': (['--resume', '{inputs}/none'], 'no such run folder'),
