@@ -19,7 +19,11 @@ default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
 3. instrumented epoch: the library's methods wrapped from here (with a device synchronisation
    around each call, so its total is a little slower): the breakdown;
 4. profiled epoch (``torch.profiler``): the device's kernel time; ``gpu_busy_share`` = kernel
-   time / the clean epoch's seconds (on CPU there are no device kernels: null).
+   time / the clean epoch's seconds (on CPU there are no device kernels: null); ``--no-profile``
+   leaves it out.
+
+Each finished epoch also prints a line ``{"epoch": ROLE, "seconds": ...}`` at once, so that a
+run stopped by a time limit still shows how far it got.
 
 Breakdown (``breakdown_s``): ``child_phase`` (the epoch's training steps), of which
 ``child_forward``, ``child_backward``, ``optimizer_step_and_clip``, ``supernet_resampling``,
@@ -65,6 +69,8 @@ def parse_args(argv=None):
                         '100 export candidates (overrides --samples, --batch-size, --ctrl-steps-aggregate)')
     p.add_argument('--full', action=argparse.BooleanOptionalAction, default=None,
                    help='warm-up + clean + instrumented + profiled epochs (default: on for CUDA)')
+    p.add_argument('--profile', action=argparse.BooleanOptionalAction, default=True,
+                   help='with --full: the fourth, profiled epoch (gpu_busy_share)')
     p.add_argument('--num-candidates', type=int, default=None,
                    help='export candidates scored after the epoch (default: 0, none; --paper: 100)')
     p.add_argument('--cuda-graphs', choices=['auto', 'off'], default='auto', help='CUDA graphs for the supernet')
@@ -300,7 +306,7 @@ def run(args) -> dict[str, Any]:
     device = resolve_device(args.device)
     sync = synchronizer(device)
     full = args.full if args.full is not None else device.startswith('cuda')
-    plan = ['warmup', 'clean', 'instrumented', 'profiled'] if full else ['instrumented']
+    plan = ['warmup', 'clean', 'instrumented', 'profiled'][:4 if args.profile else 3] if full else ['instrumented']
 
     with stdout_to_stderr():
         import nni_enas
@@ -325,6 +331,8 @@ def run(args) -> dict[str, Any]:
                     self.profiler = _start_profiler(device)
 
             def on_train_epoch_end(self, trainer_, pl_module):
+                if timer.epoch_s:
+                    print_json({'epoch': plan[trainer_.current_epoch], 'seconds': timer.epoch_s[-1]})
                 if plan[trainer_.current_epoch] == 'profiled':
                     profiled.update(_stop_profiler(self.profiler))
                 timers.enabled = False
