@@ -22,6 +22,13 @@ default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
    time / the clean epoch's seconds (on CPU there are no device kernels: null); ``--no-profile``
    leaves it out.
 
+``--stand-in-graphs`` (CPU only) wraps the supernet's modules as on a GPU, with stand-in "graphs"
+whose replays do no arithmetic (fixed outputs and gradients): what is left of the epoch is the
+CPU work of a graphed search -- routing, the wrapper's checks, autograd's bookkeeping, the
+optimizer, Lightning, the controller. With a tiny ``--channels`` and ``--batch-size`` it is the
+CPU floor under a graphed GPU step, which the GPU cannot hide (compare with the GPU's busy time
+per step).
+
 Each finished epoch also prints a line ``{"epoch": ROLE, "seconds": ...}`` at once, so that a
 run stopped by a time limit still shows how far it got.
 
@@ -74,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument('--num-candidates', type=int, default=None,
                    help='export candidates scored after the epoch (default: 0, none; --paper: 100)')
     p.add_argument('--cuda-graphs', choices=['auto', 'off'], default='auto', help='CUDA graphs for the supernet')
+    p.add_argument('--stand-in-graphs', action='store_true',
+                   help='CPU only: wrap the supernet as on a GPU with replays that do no arithmetic '
+                        '(the CPU floor of a graphed search)')
     p.add_argument('--network', choices=['ours', 'peers'], default='ours',
                    help="'ours': our MacroSpace/MicroSpace; 'peers': the peer benchmarks' own NNI 3.0 spaces "
                         "(../shared/peer-bench/peer_nni30/spaces.py), i.e. the very networks the peers train, "
@@ -148,7 +158,10 @@ def build_search(args, device: str, epochs: int):
     else:
         aggregate = args.ctrl_steps_aggregate or len(reward_loader)
         ctrl_steps = max(1, len(reward_loader) // aggregate)
-        optimizer = torch.optim.SGD(space.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
+        # foreach=True with --stand-in-graphs: the optimizer step as on CUDA (PyTorch's CPU default
+        # is a Python loop over the parameters)
+        optimizer = torch.optim.SGD(space.parameters(), 0.05, momentum=0.9, weight_decay=1e-4,
+                                    foreach=True if args.stand_in_graphs else None)
     num_candidates = args.num_candidates if args.num_candidates is not None else (100 if args.paper else 0)
     trainer = EnasTrainer(
         space, torch.nn.CrossEntropyLoss(), None, accuracy, optimizer, epochs, None,
@@ -161,6 +174,48 @@ def build_search(args, device: str, epochs: int):
                  model_params=sum(p.numel() for p in space.parameters()), ctrl_steps=ctrl_steps,
                  ctrl_steps_aggregate=aggregate, num_candidates=num_candidates)
     return trainer, train_loader, facts
+
+
+def free_replay_wrapper():
+    """A :class:`CudaGraphModule` for the CPU whose "graphs" return fixed outputs and gradients.
+
+    The real wrapper's dispatch and checks run; a training replay is one autograd Function node
+    (as ``make_graphed_callables``' is) that returns the first call's outputs and, backwards,
+    zero gradients; an inference replay returns the first call's outputs (the wrapper clones
+    them, as on the GPU). Numbers are meaningless; the CPU time is the point.
+    """
+    import torch
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+    from nni_enas.cuda_graphs import CudaGraphModule
+
+    class FreeReplay(CudaGraphModule):
+        def _on_device(self, args):
+            return True
+
+        def _record_training(self, args, amp):
+            params = tuple(self._params)
+            with torch.no_grad():
+                flat, spec = tree_flatten(self.module(*args))
+            outputs = [t.detach() for t in flat]
+            grads = [torch.zeros_like(t) if t.requires_grad else None for t in (*args, *params)]
+
+            class Replay(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, *inputs):
+                    return tuple(o.detach() for o in outputs)
+
+                @staticmethod
+                def backward(ctx, *_):
+                    return tuple(None if g is None else g.detach() for g in grads)
+
+            return lambda *inputs: tree_unflatten(list(Replay.apply(*inputs, *params)), spec)
+
+        def _record_inference(self, args, amp):
+            with torch.no_grad():
+                out = self.module(*args)
+            return lambda *inputs: out
+
+    return FreeReplay
 
 
 # --------------------------------------------------------------------------- measuring
@@ -313,6 +368,11 @@ def run(args) -> dict[str, Any]:
         from nni_enas.paper import SEARCH
         trainer, train_loader, facts = build_search(args, device, epochs=len(plan))
         module = trainer.module
+        if args.stand_in_graphs:
+            if device != 'cpu':
+                raise SystemExit('error: --stand-in-graphs is for --device cpu (a GPU has real graphs)')
+            from nni_enas.cuda_graphs import graph_supernet
+            stand_ins = graph_supernet(module.training_module.model, device='cuda', wrapper=free_replay_wrapper())
         ctrl_before = [p.detach().clone() for p in trainer.controller.parameters()]
         timers = Timers(sync)
         instrument(trainer, train_loader, timers)
@@ -353,7 +413,7 @@ def run(args) -> dict[str, Any]:
     stats = module.epoch_stats
     metrics = {
         'impl': 'nni-enas', 'space': args.search_for, 'paper': args.paper, 'device': device, 'network': args.network,
-        **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'graphed_modules': len(module.graphed_modules),
+        **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'stand_in_graphs': args.stand_in_graphs, 'graphed_modules': len(stand_ins if args.stand_in_graphs else module.graphed_modules),
         'epoch_s': epoch_s, 'instrumented_epoch_s': instrumented_s, 'fit_s': fit_s,
         'child_train_s': child_s, 'child_train_images': len(train_loader.dataset),
         'child_train_img_per_s': len(train_loader.dataset) / child_s,
