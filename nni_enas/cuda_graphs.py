@@ -339,6 +339,8 @@ class CudaGraphModule:
             self._watch_backward(out)
             return out
         # inference graphs hand back their static outputs: copy them before the next replay
+        if torch.is_tensor(out):
+            return out.clone()
         return tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
 
     # -- what the graphs assume about the module ------------------------------------------------
@@ -386,8 +388,11 @@ class CudaGraphModule:
         own storage; with ``set_to_none=True`` (Lightning's and PyTorch's default) nothing is
         copied.
         """
-        node = next((t.grad_fn for t in torch.utils._pytree.tree_leaves(out)
-                     if torch.is_tensor(t) and t.grad_fn is not None), None)
+        if torch.is_tensor(out):     # most modules: one tensor, no tree walk
+            node = out.grad_fn
+        else:
+            node = next((t.grad_fn for t in torch.utils._pytree.tree_leaves(out)
+                         if torch.is_tensor(t) and t.grad_fn is not None), None)
         if node is None:
             return
         params = self._params
