@@ -98,7 +98,10 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave the default)')
     p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--sample-reps', type=int, default=20, help='controller samples timed after the epoch')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.stand_in_graphs and args.device != 'cpu':
+        p.error('--stand-in-graphs is for --device cpu (a GPU has real graphs)')
+    return args
 
 
 # --------------------------------------------------------------------------- set-up
@@ -369,8 +372,6 @@ def run(args) -> dict[str, Any]:
         trainer, train_loader, facts = build_search(args, device, epochs=len(plan))
         module = trainer.module
         if args.stand_in_graphs:
-            if device != 'cpu':
-                raise SystemExit('error: --stand-in-graphs is for --device cpu (a GPU has real graphs)')
             from nni_enas.cuda_graphs import graph_supernet
             stand_ins = graph_supernet(module.training_module.model, device='cuda', wrapper=free_replay_wrapper())
         ctrl_before = [p.detach().clone() for p in trainer.controller.parameters()]
@@ -413,7 +414,8 @@ def run(args) -> dict[str, Any]:
     stats = module.epoch_stats
     metrics = {
         'impl': 'nni-enas', 'space': args.search_for, 'paper': args.paper, 'device': device, 'network': args.network,
-        **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'stand_in_graphs': args.stand_in_graphs, 'graphed_modules': len(stand_ins if args.stand_in_graphs else module.graphed_modules),
+        **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'stand_in_graphs': args.stand_in_graphs,
+        'graphed_modules': len(stand_ins if args.stand_in_graphs else module.graphed_modules),
         'epoch_s': epoch_s, 'instrumented_epoch_s': instrumented_s, 'fit_s': fit_s,
         'child_train_s': child_s, 'child_train_images': len(train_loader.dataset),
         'child_train_img_per_s': len(train_loader.dataset) / child_s,
