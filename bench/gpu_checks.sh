@@ -41,22 +41,24 @@ run() {   # run PART SECONDS COMMAND...: one part, its log, and how it ended
     echo "== $part: exit $rc after $((SECONDS - start)) s" | tee -a "$out/$part.log"
 }
 
-summary() {
-    for part in "$@"; do
-        [ -f "$out/$part.log" ] || continue
-        echo "-- $part"
-        grep -E '^(FAILED|ERROR|[0-9]+ (passed|failed))|passed|skipped' "$out/$part.log" | tail -3
-        grep -E '^\{' "$out/$part.log" | tail -2 | cut -c1-1500
+summary() {   # the logs of this call, in the order they were written
+    for log in $(ls -tr "$out"/*.log); do
+        echo "-- $(basename "$log" .log)"
+        grep -E '^(FAILED|ERROR|[0-9]+ (passed|failed))|passed|skipped' "$log" | tail -3
+        grep -E '^\{' "$log" | tail -2 | cut -c1-1500
     done
 }
 
+parts=" tests search-macro search-micro search-macro-eager search-micro-eager retrain retrain-eager peers "
+
 [ $# -gt 0 ] || set -- tests search-macro search-micro
 for part in "$@"; do
-    case $part in
-        tests|search-macro|search-micro|search-macro-eager|search-micro-eager|retrain|retrain-eager|peers) ;;
+    case $parts in
+        *" $part "*) ;;
         *) echo "error: unknown part '$part' (the parts are listed at the top of $0)" >&2; exit 2 ;;
     esac
 done
+rm -f "$out"/*.log      # the summary reads this call's logs only
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, pytorch_lightning as pl; print("torch", torch.__version__, "lightning", pl.__version__)'
 for part in "$@"; do
@@ -80,5 +82,4 @@ for part in "$@"; do
             done ;;
     esac
 done
-summary tests search-macro search-micro search-macro-eager search-micro-eager retrain retrain-eager \
-    peers-ours-macro peers-nni210-macro peers-ours-micro peers-nni210-micro
+summary
