@@ -31,23 +31,18 @@ from nni.mutable import Categorical, CategoricalMultiple
 from nni.nas.space import model_context
 
 from .files import write_json_atomic
+from .limits import MAX_PARAMETERS, SPACE_ARG_RANGES   # the one table of limits (re-exported)
 from .macro import MacroSpace
 from .micro import MicroSpace
 
 __all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
            'load_architecture', 'architecture_path', 'build_space', 'build_network', 'check_arch', 'check_record',
            'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'MAX_PARAMETERS', 'estimate_parameters',
-           'count_parameters']
+           'estimate_space_parameters', 'parameter_bound', 'count_parameters']
 
 FORMAT = 'nni-enas/1'
 SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
 SHIPPED_DIR = Path(__file__).parent / 'architectures'
-# What a file may ask for: (type, lowest, highest). Far beyond the paper's (24 layers, 5 nodes,
-# 96 channels), and low enough that a typo (1e9 layers) is refused instead of eating memory.
-SPACE_ARG_RANGES = {
-    'num_layers': (int, 1, 100), 'num_nodes': (int, 1, 16), 'channels': (int, 2, 1024),
-    'num_classes': (int, 1, 100_000), 'dropout': (float, 0.0, 0.999), 'drop_path_prob': (float, 0.0, 0.999),
-}
 
 
 class ArchitectureError(ValueError):
@@ -125,22 +120,43 @@ def build_network(record: dict[str, Any], **space_overrides) -> nn.Module:
         return cls(**{**record.get('space_args', {}), **space_overrides})
 
 
-MAX_PARAMETERS = 10**9     # 4 GB of float32 weights: a typo in a file, not a network to train
+def _quadratic_in_channels(count_at, channels: int) -> int:
+    """``count_at(channels)`` from three narrow counts (2, 4 and 6 channels).
 
-
-def estimate_parameters(record: dict[str, Any], **space_overrides) -> int:
-    """The parameters of ``build_network(record, **space_overrides)``, without building it at its width.
-
-    Every weight of our networks is a product of at most two widths proportional to ``channels``
-    (convolutions), one (BatchNorm, classifier) or none, so the count is a quadratic in
-    ``channels``: three narrow networks (2, 4 and 6 channels) give it exactly.
+    Every weight of our networks and spaces is a product of at most two widths proportional to
+    ``channels`` (convolutions), one (BatchNorm, classifier) or none, so the count is a quadratic
+    in ``channels`` and three narrow builds give it exactly.
     """
-    counts = [count_parameters(build_network(record, **{**space_overrides, 'channels': w})) for w in (2, 4, 6)]
+    counts = [count_at(w) for w in (2, 4, 6)]
     a = (counts[2] - 2 * counts[1] + counts[0]) / 8
     b = (counts[1] - counts[0] - 12 * a) / 2
     d = counts[0] - 4 * a - 2 * b
+    return round(a * channels * channels + b * channels + d)
+
+
+def estimate_parameters(record: dict[str, Any], **space_overrides) -> int:
+    """The parameters of ``build_network(record, **space_overrides)``, without building it at its width."""
     c = {**record.get('space_args', {}), **space_overrides}.get('channels', 2)
-    return round(a * c * c + b * c + d)
+    return _quadratic_in_channels(
+        lambda w: count_parameters(build_network(record, **{**space_overrides, 'channels': w})), c)
+
+
+def estimate_space_parameters(space: str, **space_args) -> int:
+    """The parameters of the search space ``SPACES[space](**space_args)`` (every candidate of every
+    choice: what a search trains), without building it at its width."""
+    return _quadratic_in_channels(
+        lambda w: count_parameters(SPACES[space](**{**space_args, 'channels': w})), space_args.get('channels', 2))
+
+
+def parameter_bound(space_args: dict[str, Any]) -> int:
+    """A generous upper bound of the parameters of a network or search space of ``space_args``, for free.
+
+    Widths quadruple over the stages and macro merges grow with depth; sizes under the ceiling by
+    this bound skip the estimates' three narrow builds.
+    """
+    c, layers = space_args.get('channels', 2), space_args.get('num_layers', 1)
+    nodes, classes = space_args.get('num_nodes', 1), space_args.get('num_classes', 10)
+    return 100 * layers * nodes * (4 * c) ** 2 + 8 * c * classes + 10**6
 
 
 def count_parameters(net: nn.Module) -> int:
@@ -149,12 +165,7 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_parameters: int) -> str | None:
-    args = {**record.get('space_args', {}), **overrides}
-    c, layers = args.get('channels', 2), args.get('num_layers', 1)
-    # A generous bound first (widths quadruple over the stages, macro merges grow with depth):
-    # files at sane sizes skip the estimate's three narrow builds.
-    bound = 100 * layers * args.get('num_nodes', 1) * (4 * c) ** 2 + 8 * c * args.get('num_classes', 10) + 10**6
-    if bound <= max_parameters:
+    if parameter_bound({**record.get('space_args', {}), **overrides}) <= max_parameters:
         return None
     estimate = estimate_parameters(record, **overrides)
     if estimate > max_parameters:

@@ -25,7 +25,8 @@ from .cli import fail
 from .files import atomic_write
 
 __all__ = ['CHECKPOINT', 'checkpoint_path', 'AtomicCheckpointIO', 'RngStateCallback', 'checkpoint_callback',
-           'last_checkpoint', 'checkpoint_epoch', 'saved_state']
+           'last_checkpoint', 'checkpoint_epoch', 'saved_state', 'RunIdentity', 'check_checkpoint_identity',
+           'checkpoint_mismatch']
 
 CHECKPOINT = Path('checkpoints') / 'last.ckpt'
 
@@ -84,6 +85,78 @@ class RngStateCallback(pl.Callback):
             saved = states['cuda']
             if len(saved) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all([s.cpu() for s in saved])
+
+
+class RunIdentity(pl.Callback):
+    """Write what the run trains into every checkpoint, so that a resume can tell a checkpoint of another run.
+
+    ``identity`` is plain data that fixes the shapes of everything saved: the space, its
+    arguments, the architecture (retraining), the controller's size (search).
+    :func:`check_checkpoint_identity` compares it before any work.
+    """
+
+    KEY = 'nni_enas_run'
+
+    def __init__(self, identity: dict[str, Any]):
+        self.identity = _plain(identity)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = self.identity
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))        # tuples become lists, as a reloaded checkpoint has them
+
+
+def _differences(saved: dict[str, Any], expected: dict[str, Any]) -> str:
+    """``'num_layers 3 (this run: 2), 1 of 24 choices of arch'``: what differs, briefly."""
+    found = []
+    for key in sorted(set(saved) | set(expected)):
+        a, b = saved.get(key), expected.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            if key == 'arch':
+                labels = sorted(set(a) | set(b))
+                changed = sum(a.get(k) != b.get(k) for k in labels)
+                found.append(f'{changed} of {len(labels)} choices of its architecture')
+            else:
+                found.append(_differences(a, b))
+        else:
+            found.append(f'{key} {a!r} (this run: {b!r})')
+    return ', '.join(found)
+
+
+def check_checkpoint_identity(path: str | os.PathLike, identity: dict[str, Any]) -> None:
+    """Fail (exit 2) if the checkpoint was written by a run of another network (:class:`RunIdentity`).
+
+    A checkpoint from before identities were written passes; a size mismatch is then found when
+    Lightning loads it (:func:`checkpoint_mismatch`).
+    """
+    try:
+        saved = torch.load(path, map_location='cpu', weights_only=False, mmap=True).get(RunIdentity.KEY)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be used
+        fail(f'{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})')
+    expected = _plain(identity)
+    if saved is not None and saved != expected:
+        fail(f'{path} does not belong to this run: it holds {_differences(saved, expected)}; was a file of the '
+             f'run folder replaced or edited? Nothing was changed')
+
+
+def checkpoint_mismatch(exc: BaseException) -> str | None:
+    """The reason when ``exc`` is Lightning failing to load a checkpoint into another network, else ``None``."""
+    tb, restoring = exc.__traceback__, False
+    while tb is not None:           # raised while Lightning restored a checkpoint, not by a load elsewhere
+        restoring = restoring or 'checkpoint_connector' in tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    if not restoring:
+        return None
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and 'Error(s) in loading state_dict' in text:
+        return 'its weights have other names or shapes than this run\'s network'
+    if isinstance(exc, ValueError) and 'parameter group' in text:
+        return 'its optimizer state has other parameter groups than this run\'s'
+    return None
 
 
 def checkpoint_callback(run_dir: str | os.PathLike) -> ModelCheckpoint:

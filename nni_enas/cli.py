@@ -2,7 +2,9 @@
 
 * bad input gives ONE line ``error: <message>`` on stderr and exit status 2, before any work
   (:class:`ArgumentParser`, :class:`CliError`, :func:`fail`, :func:`run_main`, the ``type=``
-  checkers such as :func:`positive_int`);
+  check of every numeric flag, :func:`ranged`, from the one table of limits ``limits.FLAG_RANGES``);
+* out of memory or a full disk is one ``error:`` line and exit status 1 (:func:`run_main`, with
+  :mod:`nni_enas.failures`); after the ``done:`` line signals are ignored (:func:`finished`);
 * the paper's settings become flags: one per key of ``paper.SEARCH`` / ``paper.FINAL``, with the
   help and value kind written beside the table (``paper.SEARCH_FLAGS`` / ``paper.FINAL_FLAGS``)
   and the per-space default in the help (:func:`add_paper_flags`, :func:`fill_paper_defaults`);
@@ -12,7 +14,7 @@
 
 A flag both commands should get (e.g. a speed switch) goes in :func:`add_run_options`.
 
-Exit statuses: 0 done, 1 the run failed (e.g. NaN loss), 2 bad input, 130 / 143 stopped by
+Exit statuses: 0 done, 1 the run failed (NaN loss, out of memory, a full disk), 2 bad input, 130 / 143 stopped by
 SIGINT (Ctrl-C) / SIGTERM after saving what was consistent (128 + the signal's number).
 """
 
@@ -22,17 +24,20 @@ import argparse
 import math
 import signal
 import sys
+import threading
 from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
 from .cuda_graphs import MODES as CUDA_GRAPH_MODES
+from .failures import resource_failure
+from .limits import FLAG_RANGES
 
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
-    'CliError', 'ArgumentParser', 'fail', 'run_main', 'say',
+    'CliError', 'TerminateRequest', 'ArgumentParser', 'fail', 'run_main', 'say',
     'int_at_least', 'positive_int', 'non_negative_int', 'seed_value', 'positive_float', 'non_negative_float',
-    'fraction', 'resolve_device',
+    'fraction', 'ranged', 'finished', 'resolve_device',
     'paper_default', 'add_paper_flags', 'paper_keys', 'fill_paper_defaults', 'parse_args_explicit',
     'add_data_options', 'add_run_options',
 ]
@@ -44,6 +49,10 @@ EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 # --------------------------------------------------------------------------------------------
 # errors and the argument parser
 # --------------------------------------------------------------------------------------------
+
+class TerminateRequest(KeyboardInterrupt):
+    """SIGTERM turned into an exception (see :func:`nni_enas.runcontrol.sigterm_as_interrupt`)."""
+
 
 class CliError(Exception):
     """Bad input found by a script; the message is one line for the user (exit status 2)."""
@@ -80,11 +89,13 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
              user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Call ``main(argv)``; turn :class:`CliError` and ``user_errors`` into ``error:`` + status 2.
 
-    A Ctrl-C or SIGTERM that reaches here (outside a Lightning fit, which handles its own) gives
-    status 130 / 143. Returns the exit status, so ``sys.exit(run_main(...))`` in the script and a
-    plain call in tests.
+    Out of memory or a full disk (:func:`~nni_enas.failures.resource_failure`, anywhere along the
+    exception's chain) is one ``error:`` line saying what to change, status 1. A Ctrl-C or SIGTERM
+    that reaches here (outside a Lightning fit, which handles its own) gives status 130 / 143.
+    Returns the exit status, so ``sys.exit(run_main(...))`` in the script and a plain call in tests;
+    called with ``argv`` (in-process), it puts back the signal handlers :func:`finished` changed.
     """
-    from .runcontrol import TerminateRequest
+    handlers = _signal_handlers()
     try:
         return main(argv)
     except (CliError, *user_errors) as exc:
@@ -98,6 +109,35 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         return EXIT_SIGINT
     except SystemExit as exc:   # argparse and -h
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    except Exception as exc:
+        failure = resource_failure(exc)
+        if failure is None:
+            raise
+        _print_error(f'{failure.line()}; {failure.advice}')
+        return EXIT_FAILED
+    finally:
+        if argv is not None:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+
+
+def finished() -> None:
+    """The work is done: ignore Ctrl-C and SIGTERM from now on (call it just before the ``done:`` line).
+
+    What is left (closing logs, releasing the run folder's lock, the interpreter's exit) must not
+    turn a finished run into a signal status with no message.
+    """
+    for signum in _signal_handlers():
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def say(*parts: Any, file=None) -> None:
@@ -120,7 +160,11 @@ def _number(text: str, kind: type, what: str):
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    """``type=`` for an integer >= ``low`` (and <= ``high`` if given)."""
+    """``type=`` for an integer >= ``low`` (and <= ``high`` if given).
+
+    For options outside the commands' table; a flag of search.py or retrain.py takes
+    :func:`ranged` (``tests/test_limits.py`` checks that every one does).
+    """
     if high is not None:
         what = f'an integer from {low} to {high}'
     else:
@@ -164,6 +208,20 @@ def fraction(text: str) -> float:
     return value
 
 
+def ranged(dest: str) -> Callable[[str], int | float]:
+    """``type=`` for the flag ``dest``: its range in the one table of limits (``limits.FLAG_RANGES``)."""
+    allowed = FLAG_RANGES[dest]
+    what = allowed.describe()
+
+    def check(text: str):
+        value = _number(text, allowed.kind, what)
+        if not allowed.contains(value):
+            raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
+        return value
+    check.__name__ = dest
+    return check
+
+
 def resolve_device(name: str) -> torch.device:
     """``'auto'`` (CUDA if available, else CPU), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``; checked now."""
     if name == 'auto':
@@ -187,13 +245,6 @@ def resolve_device(name: str) -> torch.device:
 # the paper's settings as flags
 # --------------------------------------------------------------------------------------------
 
-# The kinds of value in paper.SEARCH_FLAGS / FINAL_FLAGS and the ``type=`` that checks each.
-KINDS: dict[str, Callable[[str], Any]] = {
-    'count': positive_int, 'width': int_at_least(2), 'pixels': non_negative_int,
-    'rate': positive_float, 'weight': non_negative_float, 'fraction': fraction,
-}
-
-
 def paper_default(table: dict[str, dict[str, Any]], key: str) -> str:
     """Help text ``default: macro 310 / micro 150`` for ``key`` of a per-space table (``paper.SEARCH``).
 
@@ -210,9 +261,10 @@ def add_paper_flags(parser: argparse.ArgumentParser, table: dict[str, dict[str, 
     """One option per setting of ``flags`` (``{group title: {key: (kind, help)}}``), default ``None``.
 
     The flag is the key with ``-`` for ``_``; its help ends with the paper's per-space default
-    from ``table``; kind ``'switch'`` is a ``--x/--no-x`` pair, the others a checker of
-    :data:`KINDS`. ``groups`` are groups the script already made (to put its own options first);
-    returns every group by title, to add script-specific options.
+    from ``table``; kind ``'switch'`` is a ``--x/--no-x`` pair, ``'number'`` a value checked
+    against its range in ``limits.FLAG_RANGES`` (:func:`ranged`). ``groups`` are groups the script
+    already made (to put its own options first); returns every group by title, to add
+    script-specific options.
     """
     groups = dict(groups or {})
     for title, settings in flags.items():
@@ -223,7 +275,7 @@ def add_paper_flags(parser: argparse.ArgumentParser, table: dict[str, dict[str, 
             if kind == 'switch':
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             else:
-                group.add_argument(flag, type=KINDS[kind], default=None, help=help_text)
+                group.add_argument(flag, type=ranged(key), default=None, help=help_text)
     return groups
 
 
@@ -276,7 +328,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str):
     g.add_argument('--data-dir', default='./data', metavar='DIR',
                    help='where the data is: the folder holding cifar-10-batches-py, or the image folder '
                         '(default: %(default)s)')
-    g.add_argument('--synthetic-size', type=int_at_least(2), default=1024, metavar='N',
+    g.add_argument('--synthetic-size', type=ranged('synthetic_size'), default=1024, metavar='N',
                    help='images of --dataset synthetic (default: %(default)s)')
     return g
 
@@ -291,7 +343,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output
     g.add_argument('--cuda-graphs', choices=CUDA_GRAPH_MODES, default='auto',
                    help='on a GPU, run the networks as CUDA graphs (one launch replays a module\'s kernels): '
                         'auto (on for CUDA) or off (plain eager PyTorch, for debugging) (default: %(default)s)')
-    g.add_argument('--seed', type=seed_value, default=0, help='random seed (default: %(default)s)')
+    g.add_argument('--seed', type=ranged('seed'), default=0, help='random seed (default: %(default)s)')
     g.add_argument('--progress-bar', action=argparse.BooleanOptionalAction, default=None,
                    help='show a progress bar during each epoch (default: only when the output is a terminal; '
                         'the one-line epoch summaries are always printed)')

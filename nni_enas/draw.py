@@ -543,7 +543,7 @@ def draw_architecture(architecture: dict[str, Any] | str | os.PathLike, path: st
 # --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import ArgumentParser
+    from .cli import ArgumentParser, ranged
     shipped = ', '.join(sorted(p.stem for p in SHIPPED_DIR.glob('*.json')))
     p = ArgumentParser(
         prog='python3 -m nni_enas.draw',
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--title', default=None,
                    help='text above the drawing (default: the name, the space, and the epoch and reward of a '
                         'search\'s export)')
-    p.add_argument('--scale', type=float, default=1.5,
+    p.add_argument('--scale', type=ranged('scale'), default=1.5,
                    help='PNG only: pixels per drawing unit; 1 gives about 12-pixel text (default: %(default)s)')
     return p
 
@@ -568,8 +568,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     from .cli import fail, say
     args = build_parser().parse_args(argv)
-    if not (args.scale > 0 and math.isfinite(args.scale)) or args.scale > 10:
-        fail(f'--scale must be in (0, 10], got {args.scale}')
     output = Path(args.output if args.output is not None else Path(args.architecture).stem + '.png')
     try:
         image_format(output)

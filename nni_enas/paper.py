@@ -63,39 +63,40 @@ def controller_kwargs(settings: dict) -> dict:
 
 # The SGD recipe flags both commands share (their help is the same; weight decay's is not).
 _SCHEDULE_FLAGS = {
-    'lr_max': ('rate', 'SGD learning rate at each (warm) restart of the cosine schedule'),
-    'lr_min': ('weight', 'cosine schedule minimum'),
+    'lr_max': ('number', 'SGD learning rate at each (warm) restart of the cosine schedule'),
+    'lr_min': ('number', 'cosine schedule minimum'),
 }
-_CLIP_FLAG = {'grad_clip': ('weight', 'global gradient-norm clip, 0 = off')}
+_CLIP_FLAG = {'grad_clip': ('number', 'global gradient-norm clip, 0 = off')}
 
 # What each setting means, as the commands' help says it: ``{group: {key: (kind, help)}}``.
 # Every key is a flag (``--key-with-dashes``) defaulting to the table above for the chosen space;
-# the kind names the check of its value (``cli.KINDS``; ``switch`` is ``--x/--no-x``).
+# a ``number`` is checked against its range in the one table of limits (``limits.FLAG_RANGES``),
+# a ``switch`` is ``--x/--no-x``.
 SEARCH_FLAGS = {
     'what to search': {
-        'layers': ('count', 'macro: number of layers; micro: normal cells (2 per stage in search)'),
-        'channels': ('width', 'width of the first stage'),
-        'nodes': ('count', 'micro only: computational nodes per cell'),
-        'dropout': ('fraction', 'dropout before the classifier'),
+        'layers': ('number', 'macro: number of layers; micro: normal cells (2 per stage in search)'),
+        'channels': ('number', 'width of the first stage'),
+        'nodes': ('number', 'micro only: computational nodes per cell'),
+        'dropout': ('number', 'dropout before the classifier'),
     },
     'shared weights (child models)': {
-        'epochs': ('count', 'search epochs'),
-        'batch_size': ('count', 'minibatch size of the child steps and the reward batches'),
+        'epochs': ('number', 'search epochs'),
+        'batch_size': ('number', 'minibatch size of the child steps and the reward batches'),
         **_SCHEDULE_FLAGS,
-        'weight_decay': ('weight', 'SGD weight decay'),
+        'weight_decay': ('number', 'SGD weight decay'),
         **_CLIP_FLAG,
     },
     'controller': {
-        'ctrl_lr': ('rate', 'Adam learning rate'),
-        'ctrl_steps': ('count', 'controller updates per epoch'),
-        'ctrl_steps_aggregate': ('count', 'sampled children averaged into one update'),
-        'entropy_weight': ('weight', 'entropy bonus added to the reward'),
-        'skip_weight': ('weight', 'weight of the skip penalty (KL from --skip-target)'),
-        'skip_target': ('fraction', 'target probability of a skip connection'),
-        'baseline_decay': ('fraction', 'decay of the moving-average reward baseline'),
-        'tanh_constant': ('rate', 'logits become c*tanh(logits)'),
-        'op_tanh_reduce': ('rate', 'op decisions use tanh-constant / this'),
-        'lstm_size': ('count', 'controller LSTM units'),
+        'ctrl_lr': ('number', 'Adam learning rate'),
+        'ctrl_steps': ('number', 'controller updates per epoch'),
+        'ctrl_steps_aggregate': ('number', 'sampled children averaged into one update'),
+        'entropy_weight': ('number', 'entropy bonus added to the reward'),
+        'skip_weight': ('number', 'weight of the skip penalty (KL from --skip-target)'),
+        'skip_target': ('number', 'target probability of a skip connection'),
+        'baseline_decay': ('number', 'decay of the moving-average reward baseline'),
+        'tanh_constant': ('number', 'logits become c*tanh(logits)'),
+        'op_tanh_reduce': ('number', 'op decisions use tanh-constant / this'),
+        'lstm_size': ('number', 'controller LSTM units'),
         'reward_train_mode': ('switch', 'score rewards with batch-statistics BN and dropout on (TF micro) '
                                         'instead of inference mode (TF macro)'),
     },
@@ -103,21 +104,21 @@ SEARCH_FLAGS = {
 
 FINAL_FLAGS = {
     'what to train': {
-        'layers': ('count', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless '
+        'layers': ('number', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless '
                             'given (a macro architecture only exists at its depth)'),
-        'channels': ('width', 'width of the first stage (doubles at each reduction)'),
-        'dropout': ('fraction', 'dropout before the classifier'),
-        'aux_weight': ('weight', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'),
-        'drop_path_prob': ('fraction', 'micro: drop-path probability of the last cell at the end of training '
+        'channels': ('number', 'width of the first stage (doubles at each reduction)'),
+        'dropout': ('number', 'dropout before the classifier'),
+        'aux_weight': ('number', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'),
+        'drop_path_prob': ('number', 'micro: drop-path probability of the last cell at the end of training '
                                        '(scaled by depth and training progress)'),
     },
     'training recipe': {
-        'epochs': ('count', 'training epochs'),
-        'batch_size': ('count', 'training minibatch size per device'),
+        'epochs': ('number', 'training epochs'),
+        'batch_size': ('number', 'training minibatch size per device'),
         **_SCHEDULE_FLAGS,
-        'weight_decay': ('weight', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'),
+        'weight_decay': ('number', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'),
         **_CLIP_FLAG,
-        'cutout': ('pixels', 'side of the cutout square in pixels, 0 = off, at most the image side; 16 for '
+        'cutout': ('number', 'side of the cutout square in pixels, 0 = off, at most the image side; 16 for '
                              'the paper\'s "+ CutOut" row'),
     },
 }

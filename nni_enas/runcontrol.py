@@ -26,8 +26,10 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from .checkpoints import AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_path, saved_state
-from .cli import EXIT_FAILED, say
+from .checkpoints import (AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_mismatch,
+                          checkpoint_path, saved_state)
+from .cli import EXIT_FAILED, EXIT_USAGE, TerminateRequest, say
+from .failures import resource_failure
 
 __all__ = ['quiet_library_noise', 'EpochProgressBar', 'want_progress_bar', 'print_line', 'TerminateRequest',
            'sigterm_as_interrupt', 'StopWatcher', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
@@ -163,10 +165,6 @@ def print_line(trainer: pl.Trainer, line: str) -> None:
 # stopping: signals and how a fit ended
 # --------------------------------------------------------------------------------------------
 
-class TerminateRequest(KeyboardInterrupt):
-    """SIGTERM turned into an exception (see :func:`sigterm_as_interrupt`)."""
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM stops the program at once, like Ctrl-C.
@@ -201,6 +199,7 @@ class StopWatcher(pl.Callback):
     def __init__(self):
         self.stopped_by: str | None = None
         self.epoch: int | None = None
+        self.failure = None         # what fit_watched found: a ResourceFailure, or a checkpoint mismatch's reason
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -229,8 +228,9 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
 
     Returns ``None`` when it completed, ``'nonfinite'`` when the training loss became NaN/inf
     (:class:`~nni_enas.recipe.NonFiniteLossError`), ``'SIGINT'`` / ``'SIGTERM'`` when stopped
-    by a signal (SIGTERM stops at once, see :func:`sigterm_as_interrupt`); any other exception
-    propagates.
+    by a signal (SIGTERM stops at once, see :func:`sigterm_as_interrupt`), ``'resource'`` when
+    memory or the disk ran out and ``'mismatch'`` when the checkpoint to resume from does not fit
+    the network (both with ``stop.failure`` saying more); any other exception propagates.
     """
     from .recipe import NonFiniteLossError
     try:
@@ -241,9 +241,16 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
     except SystemExit:
         if stop.stopped_by is None:
             raise
-    except Exception:
-        if stop.stopped_by is None:   # SIGTERM arrives as Lightning's SIGTERMException
-            raise
+    except Exception as exc:
+        if stop.stopped_by is not None:   # SIGTERM arrives as Lightning's SIGTERMException
+            return stop.stopped_by
+        stop.failure = resource_failure(exc)
+        if stop.failure is not None:
+            return 'resource'
+        stop.failure = checkpoint_mismatch(exc)
+        if stop.failure is not None:
+            return 'mismatch'
+        raise
     return stop.stopped_by
 
 
@@ -251,25 +258,34 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
                loss: str, exports: Sequence[Path] = (), lead: bool = True) -> int | None:
     """Say how a fit that did not complete ended (``how`` from :func:`fit_watched`); its exit status.
 
-    ``None`` when it completed. A NaN/inf ``loss`` is one ``error:`` line and status 1; a signal
-    says what is saved and how to go on (``--resume``, or start again when no epoch was saved),
-    status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
+    ``None`` when it completed. A NaN/inf ``loss``, out of memory or a full disk is one ``error:``
+    line and status 1; a checkpoint that does not fit, one line and status 2; a signal says what is
+    saved and how to go on (``--resume``, or start again when no epoch was saved), status 130 / 143.
+    Only the ``lead`` process (data-parallel rank 0) prints.
     """
     if how is None:
         return None
+    status = {'nonfinite': EXIT_FAILED, 'resource': EXIT_FAILED, 'mismatch': EXIT_USAGE}.get(how, stop.exit_status)
+    if not lead:
+        return status
     if how == 'nonfinite':
-        if lead:
-            say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
-                f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
-        return EXIT_FAILED
-    if lead:
+        say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
+            f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
+    elif how == 'resource':
+        say(f'error: {stop.failure.line(f"in epoch {epoch}/{epochs}")}; stopped ({saved_state(run_dir, exports)}); '
+            f'{stop.failure.advice}' + (f', then continue with --resume {run_dir}' if stop.failure.kind == 'disk'
+                                        and checkpoint_path(run_dir).is_file() else ''), file=sys.stderr)
+    elif how == 'mismatch':
+        say(f'error: {checkpoint_path(run_dir)} does not fit this run: {stop.failure}; was a file of the run folder '
+            f'replaced or edited?', file=sys.stderr)
+    else:
         if checkpoint_path(run_dir).is_file():
             next_step = f'Continue with: python3 {command} --resume {run_dir}'
         else:
             next_step = f'Nothing to resume: start it again with the same options and --output {run_dir}'
         say(f'\n{how}: stopped in epoch {stop.epoch}/{epochs}; {saved_state(run_dir, exports)}. {next_step}',
             file=sys.stderr)
-    return stop.exit_status
+    return status
 
 
 # --------------------------------------------------------------------------------------------
