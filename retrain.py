@@ -16,6 +16,7 @@ auxiliary head (weight 0.4), drop path 0.4. It is trained on the whole training 
 (T0 10, Tmul 2) and global-norm gradient clipping, and the test set is evaluated after every epoch.
 
 The run folder (--output, default runs/retrain-<arc>-<time>) holds args.json (the settings),
+architecture.json (a copy of --arc: what --resume rebuilds, whatever the --arc file holds by then),
 checkpoints/last.ckpt (after every epoch), tensorboard/, architecture.png (the network drawn)
 and, at the end, result.json (test accuracy, parameter count, time). Ctrl-C stops at once keeping the last epoch's checkpoint;
 --resume continues from there.
@@ -38,10 +39,10 @@ runcontrol.quiet_library_noise()
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from nni_enas import cli, nni_report, runfolder  # noqa: E402
+from nni_enas import cli, nni_report, runfolder, sizes  # noqa: E402
 from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architecture_path, build_network,  # noqa: E402
                                    check_record, load_architecture)
-from nni_enas.checkpoints import last_checkpoint  # noqa: E402
+from nni_enas.checkpoints import RunIdentity, check_checkpoint_identity, last_checkpoint  # noqa: E402
 from nni_enas.data import DataError, load_data  # noqa: E402
 from nni_enas.draw import draw_architecture  # noqa: E402
 from nni_enas.files import write_json_atomic  # noqa: E402
@@ -51,13 +52,13 @@ from nni_enas.retraining import ReplicaHashes, RetrainData, count_parameters, fi
 
 COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'
+ARCH_COPY = 'architecture.json'       # the run's copy of --arc: what --resume (and every data-parallel rank) builds
 DRAWING_NAME = 'architecture.png'     # the network being trained, drawn (nni_enas/draw.py)
 # Settings taken from paper.FINAL[space] when not given: one flag each (paper.FINAL_FLAGS).
 PAPER_KEYS = cli.paper_keys(FINAL_FLAGS)
 # What --resume lets the command line change; everything else must stay as the run started.
 RESUME_MAY_CHANGE = {'resume', 'epochs', 'device', 'cuda_graphs', 'devices', 'progress_bar'}
 PRECISIONS = ('auto', '32', 'bf16-mixed', '16-mixed')
-IMAGE_SIDE = 32       # every dataset's images (image folders are resized to it)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                '--devices 4 --batch-size 36 (micro, 4 x 36 = 144) or --devices 2 --batch-size 50 (macro) with\n'
                'the default learning rates. If you keep the per-device batch instead, scale --lr-max and\n'
                '--lr-min by N (the linear scaling rule). BatchNorm statistics are per device.\n\n'
-               'Exit status: 0 done, 1 failed (e.g. NaN loss), 2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
+               'Exit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), 2 bad input, 130 / 143 stopped by\n'
+               'Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to train')
     g.add_argument('--arc', metavar='PATH|NAME', default=None,
                    help='the architecture: a file exported by search.py, or a shipped one: paper-macro, '
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_paper_flags(p, FINAL, FINAL_FLAGS, groups={'what to train': g})
 
     g = p.add_argument_group('speed')
-    g.add_argument('--devices', type=cli.positive_int, default=1, metavar='N',
+    g.add_argument('--devices', type=cli.ranged('devices'), default=1, metavar='N',
                    help='data-parallel processes (DDP through Lightning): N GPUs, or N CPU processes (gloo) with '
                         '--device cpu; see the note below on batch size and learning rate (default: %(default)s)')
     g.add_argument('--precision', choices=PRECISIONS, default='auto',
@@ -96,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = cli.add_run_options(
         p, device_note='; on CUDA the data lives on the GPU and the network is channels-last',
         output_holds='result.json', run_name='retrain-<arc>',
-        resume_note=f', exactly as if it had not stopped; only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be '
-                    f'changed (--epochs to extend: the micro drop-path schedule then stretches to the new length)')
+        resume_note=f', exactly as if it had not stopped, with the architecture copied into RUN_DIR when it started; '
+                    f'only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be changed (--epochs to extend: the micro '
+                    f'drop-path schedule then stretches to the new length; an --arc that is not the run\'s is refused)')
     # How the first process of a data-parallel run starts the others (Lightning re-runs the command
     # line): each rank reads the settings from the run folder, so all ranks train the same network.
     g.add_argument('--rank-of', metavar='RUN_DIR', default=None, help=argparse.SUPPRESS)
@@ -108,22 +111,26 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
     """Parse, apply NNI tuner parameters, fill the paper's defaults, check the architecture.
 
     Returns ``(args, record, space_overrides)``; bad input fails with exit status 2. The file is
-    read once and validated once, at the final widths.
+    read once and validated once, at the final widths. A resumed run (and every data-parallel
+    rank) reads the run folder's copy of the architecture (:data:`ARCH_COPY`).
     """
     parser = build_parser()
     args, explicit = cli.parse_args_explicit(parser, argv)
+    given_arc = None
     if args.rank_of:        # a data-parallel rank > 0: exactly the first process's settings
         args = argparse.Namespace(**{**runfolder.load_settings(args.rank_of), 'rank_of': args.rank_of})
     else:
         explicit |= set(nni_report.apply_tuner_parameters(args, parser))
         if args.resume:
-            args = runfolder.resume_settings(args, explicit, RESUME_MAY_CHANGE, COMMAND)
+            given_arc = args.arc if 'arc' in explicit else None
+            args = runfolder.resume_settings(args, explicit - {'arc'}, RESUME_MAY_CHANGE, COMMAND)
         elif args.arc is None:
             cli.fail('--arc PATH|paper-macro|paper-micro is required (or --resume RUN_DIR)')
-    record = load_architecture(args.arc, validate=False)
-    path = architecture_path(args.arc)
-    if Path(args.arc).is_file():
-        args.arc = str(Path(args.arc).resolve())   # the settings must find it again on --resume
+    record, path = _read_architecture(args)
+    if given_arc is not None:
+        _check_same_architecture(given_arc, record, path)
+    if not (args.resume or args.rank_of) and Path(args.arc).is_file():
+        args.arc = str(Path(args.arc).resolve())   # where it came from, in the settings and result.json
     space = record['space']
     cli.fill_paper_defaults(args, FINAL[space], PAPER_KEYS)
     if space == 'macro':
@@ -133,13 +140,32 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
                          f'({args.arc} is a macro architecture)')
     if args.lr_min > args.lr_max:
         cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
-    if args.cutout > IMAGE_SIDE:
-        cli.fail(f'--cutout {args.cutout}: larger than the {IMAGE_SIDE}x{IMAGE_SIDE} images (at most {IMAGE_SIDE}; '
-                 f'the paper uses 16)')
     overrides = final_space_args(space, vars(args))
     # The labels must fit the final depth, and the network must fit in memory.
     check_record(record, where=str(path), max_parameters=MAX_PARAMETERS, **overrides)
     return args, record, overrides
+
+
+def _read_architecture(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """The record to train and its file: the run folder's copy when resuming, else ``--arc``."""
+    run_dir = args.rank_of or args.resume
+    if run_dir and (Path(run_dir) / ARCH_COPY).is_file():
+        path = Path(run_dir) / ARCH_COPY
+    else:
+        if args.resume:     # a run folder made before runs kept a copy
+            cli.say(f'note: {run_dir} has no {ARCH_COPY} (made by an older retrain.py); rebuilding from {args.arc} '
+                    f'as that file is now')
+        path = architecture_path(args.arc)
+    return load_architecture(path, validate=False), path
+
+
+def _check_same_architecture(given: str, record: dict[str, Any], copy: Path) -> None:
+    """``--arc`` on ``--resume`` is allowed only when it is the run's architecture (a reminder, not a change)."""
+    other = load_architecture(given, validate=False)
+    keys = ('space', 'space_args', 'arch')
+    if [other.get(k) for k in keys] != [record.get(k) for k in keys]:
+        cli.fail(f'--arc {given} is not the architecture this run trains (the run folder\'s copy, {copy}); '
+                 f'--resume always continues the run\'s own: leave --arc out, or start a new run with it')
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +189,7 @@ def lightning_devices(device: torch.device, n: int) -> dict[str, Any]:
         devices = [device.index] if device.index is not None and n == 1 else n
         kwargs = dict(accelerator='gpu', devices=devices)
     else:
+        sizes.check_cpu_processes(n, device)
         kwargs = dict(accelerator='cpu', devices=n)
     kwargs['strategy'] = 'ddp' if n > 1 else 'auto'     # DDP on CPU uses the gloo backend
     return kwargs
@@ -258,6 +285,12 @@ def _arc_name(arc: str) -> str:
     return Path(arc).stem if Path(arc).suffix == '.json' else Path(arc).name
 
 
+def run_identity(record: dict[str, Any], overrides: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """What fixes the shapes of a checkpoint of this run (checkpoints.RunIdentity): the network trained."""
+    return {'command': COMMAND, 'space': record['space'], 'arch': record['arch'],
+            'space_args': {**record.get('space_args', {}), **overrides, 'num_classes': num_classes}}
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args, record, overrides = parse(argv)
     lead = args.rank_of is None        # the first (or only) process writes files and prints
@@ -268,7 +301,8 @@ def _main(argv: Sequence[str] | None) -> int:
         cli.fail('--devices > 1 needs retrain.py run as a script: Lightning starts the other processes '
                  'with a command line')
     trial_dir = nni_report.trial_output_dir()
-    if lead:    # every check before any work: the run folder, then the data
+    sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=True)
+    if lead:    # every check before any work: the sizes, the run folder, then the data
         run_dir, checkpoint, _ = runfolder.check_run_dir(args, COMMAND)
         if run_dir is None:
             runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
@@ -278,10 +312,14 @@ def _main(argv: Sequence[str] | None) -> int:
     pl.seed_everything(args.seed, verbose=False)
     train, test = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
                             seed=args.seed)
+    if lead and checkpoint is not None:
+        check_checkpoint_identity(checkpoint, run_identity(record, overrides, train.num_classes))
     lock = None
     if lead:
         run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
                                                 prefix=f'retrain-{_arc_name(args.arc)}', root=trial_dir or 'runs')
+        if checkpoint is None:
+            write_json_atomic(run_dir / ARCH_COPY, record)
     try:
         return _retrain(args, record, overrides, train, test, device, precision, trainer_devices, run_dir,
                         checkpoint, lead)
@@ -317,7 +355,8 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     monitor = RetrainMonitor(images_per_epoch=math.ceil(len(train) / world) * world)
     replicas = ReplicaHashes()
     bar = runcontrol.want_progress_bar(args.progress_bar)
-    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor, replicas], progress_bar=bar,
+    identity = RunIdentity(run_identity(record, overrides, train.num_classes))
+    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor, replicas, identity], progress_bar=bar,
                                                after_last_step='(last step + test set)',
                                                rename={'child_loss': 'train_loss', 'child_acc': 'train_acc'})
     trainer = pl.Trainer(
@@ -384,6 +423,7 @@ def _finish(args, space: str, space_args: dict[str, Any], params: int, trainer: 
     write_json_atomic(run_dir / RESULT_NAME, result)
     nni_report.report_final({k: result[k] for k in ('test_acc', 'test_error', 'best_test_acc', 'parameters',
                                                     'wall_seconds')}, 'test_acc')
+    cli.finished()
     cli.say(f'done: {args.arc} after {_epochs(result["epochs"])}: test accuracy {result["test_acc"]:.4f} '
             f'(error {100 * result["test_error"]:.2f}%' + (f'; paper {paper_error}%' if paper_error else '')
             + f'), best {monitor.best_acc:.4f} at epoch {monitor.best_epoch}; {params:,} parameters; '

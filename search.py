@@ -22,6 +22,7 @@ epoch's checkpoint and export; --resume continues from there.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -31,11 +32,13 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch.nn as nn
 
-from nni_enas import cli, nni_report, runcontrol, runfolder
+from nni_enas import cli, nni_report, runcontrol, runfolder, sizes
 from nni_enas.architecture import SPACES
+from nni_enas.checkpoints import RunIdentity, check_checkpoint_identity
 from nni_enas.data import BatchLoader, DataError, load_data
 from nni_enas.drawings import SearchDrawings
 from nni_enas.export import ArchitectureExport
+from nni_enas.files import write_bytes_atomic
 from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
 from nni_enas.recipe import accuracy, enas_sgd
 from nni_enas.trainer import EnasTrainer
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=COMMAND,
         description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
         epilog='Defaults marked "macro X / micro Y" are the paper\'s (nni_enas/paper.py, SEARCH); '
-               'every one can be overridden.\nExit status: 0 done, 1 failed (e.g. NaN loss), '
+               'every one can be overridden.\nExit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), '
                '2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to search')
     g.add_argument('--search-for', choices=sorted(SPACES), default=None,
@@ -69,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_paper_flags(p, SEARCH, SEARCH_FLAGS, groups={'what to search': g})
     _add_export_options(p)
     g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper')
-    g.add_argument('--valid-size', type=cli.positive_int, default=5000, metavar='N',
+    g.add_argument('--valid-size', type=cli.ranged('valid_size'), default=5000, metavar='N',
                    help='images split off the end of the training set for the controller\'s rewards '
                         '(10%% if the set is not larger) (default: %(default)s)')
     g = cli.add_run_options(
         p, device_note='', output_holds='the export', run_name='search-<space>',
         resume_note=f'; only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be changed (--epochs to extend)')
-    g.add_argument('--workers', type=cli.non_negative_int, default=0,
+    g.add_argument('--workers', type=cli.ranged('workers'), default=0,
                    help='accepted for NNI 2.x command lines and ignored: batches are built in memory on the '
                         'device, no worker processes are needed (default: %(default)s)')
     return p
@@ -83,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_export_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('export')
-    g.add_argument('--num-candidates', type=cli.positive_int, default=100,
+    g.add_argument('--num-candidates', type=cli.ranged('num_candidates'), default=100,
                    help='architectures sampled from the controller after each epoch; the best one on the '
                         'same validation batches is exported (default: %(default)s)')
-    g.add_argument('--candidate-batches', type=cli.positive_int, default=1,
+    g.add_argument('--candidate-batches', type=cli.ranged('candidate_batches'), default=1,
                    help='validation minibatches that score each candidate (default: %(default)s)')
     g.add_argument('--export', metavar='PATH', default=None,
                    help=f'where to write the exported architecture after every epoch (default: '
                         f'{EXPORT_NAME} in the working folder; in an NNI trial, in the trial\'s folder); '
-                        f'always also written to the run folder')
+                        f'always also written to the run folder. Left alone if another run wrote it after this '
+                        f'one started (two searches in one folder): the run folder\'s copy is then the result')
 
 
 def _settings_for(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,16 +191,84 @@ class SearchMonitor(pl.Callback):
             experiment.flush()
 
 
+class ExportCopy(pl.Callback):
+    """After every epoch's export: copy the run folder's ``exported.json`` to ``--export``, unless
+    another run wrote that file after this one started.
+
+    Two searches started in one folder would otherwise both write ``./exported.json``, and both
+    final lines claim it holds their result. The file names the run that wrote it
+    (``provenance.run_dir``): a file there before this run started is replaced (as the previous
+    run's result always is), one written since by another run is left alone, and this run says so.
+    """
+
+    def __init__(self, target: Path, run_dir: Path):
+        self.source = run_dir / EXPORT_NAME
+        self.target = target
+        self.same = target.resolve() == self.source.resolve()
+        self.run_dir = str(run_dir.resolve())
+        self.started = time.time()
+        self.other_writer: str | None = None      # the run that wrote the target since this one started
+
+    def paths(self) -> list[Path]:
+        """The files that hold this run's latest export: the run folder's, and the copy when it is current."""
+        if self.same or self.other_writer or not self.target.is_file():
+            return [self.source]
+        return [self.source, self.target]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.same:
+            return
+        other = self._other_writer()
+        if other is not None:
+            if other != self.other_writer:
+                runcontrol.print_line(trainer, f'note: not copying the export to {self.target}: another run ({other}) '
+                                               f'wrote it since this one started; this run\'s is {self.source}')
+            self.other_writer = other
+            return
+        self.other_writer = None
+        write_bytes_atomic(self.target, self.source.read_bytes())
+
+    def _other_writer(self) -> str | None:
+        try:
+            modified = self.target.stat().st_mtime
+            writer = json.loads(self.target.read_text())['provenance']['run_dir']
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            writer = None
+        if writer == self.run_dir or modified < self.started:
+            return None
+        return writer or 'unknown'
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
-def build_space(args: argparse.Namespace, num_classes: int):
-    """The search space of the settings (the one registry: ``architecture.SPACES``)."""
+def space_args(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """The search space's constructor arguments of the settings."""
     common = dict(num_layers=args.layers, channels=args.channels, num_classes=num_classes, dropout=args.dropout)
     if args.search_for == 'micro':
         common['num_nodes'] = args.nodes
-    return SPACES[args.search_for](**common)
+    return common
+
+
+def build_space(args: argparse.Namespace, num_classes: int):
+    """The search space of the settings (the one registry: ``architecture.SPACES``)."""
+    return SPACES[args.search_for](**space_args(args, num_classes))
+
+
+def run_identity(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """What fixes the shapes of a checkpoint of this search (checkpoints.RunIdentity)."""
+    return {'command': COMMAND, 'space': args.search_for, 'space_args': space_args(args, num_classes),
+            'lstm_size': args.lstm_size}
+
+
+def check_sizes(args: argparse.Namespace, device) -> None:
+    """Refuse (exit 2) settings whose data, search space, controller or candidate pool cannot fit."""
+    sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=False)
+    sizes.check_search_sizes(args.search_for, space_args(args, 10), controller_kwargs(_settings_for(args)),
+                             num_candidates=args.num_candidates, ctrl_steps_aggregate=args.ctrl_steps_aggregate)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -205,7 +277,8 @@ def _main(argv: Sequence[str] | None) -> int:
     device = cli.resolve_device(args.device)
     trial_dir = nni_report.trial_output_dir()     # None outside an NNI trial
 
-    # Every check before any work: the run folder, the export path, then the data.
+    # Every check before any work: the sizes, the run folder, the export path, then the data.
+    check_sizes(args, device)
     run_dir, checkpoint, done = runfolder.check_run_dir(args, COMMAND)
     if run_dir is None:
         runfolder.check_writable(trial_dir or 'runs', '--output (not given: the default)', folder=True)
@@ -215,6 +288,8 @@ def _main(argv: Sequence[str] | None) -> int:
     pl.seed_everything(args.seed, verbose=False)
     train, valid = load_data(args.dataset, args.data_dir, split='search', synthetic_size=args.synthetic_size,
                              valid_size=args.valid_size, seed=args.seed)
+    if checkpoint is not None:
+        check_checkpoint_identity(checkpoint, run_identity(args, train.num_classes))
 
     run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
                                             prefix=f'search-{args.search_for}', root=trial_dir or 'runs')
@@ -226,9 +301,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, checkpoint: Path | None, done: int) -> int:
     """Build the space and the ENAS trainer, fit, and say how it ended."""
-    export_paths = [run_dir / EXPORT_NAME]
-    if Path(args.export).resolve() != export_paths[0].resolve():
-        export_paths.append(Path(args.export))
     if args.resume:
         cli.say(f'resuming {run_dir} after epoch {done} of {args.epochs}')
     else:
@@ -236,17 +308,19 @@ def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, check
                 f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
 
     space = build_space(args, train.num_classes)
-    export = ArchitectureExport(export_paths, space=space, provenance=dict(
+    export = ArchitectureExport(run_dir / EXPORT_NAME, space=space, provenance=dict(
         dataset=args.dataset, seed=args.seed, run_dir=str(run_dir.resolve())))
+    copy = ExportCopy(Path(args.export), run_dir)
     monitor = SearchMonitor(export)
     # export first (the monitor reads its result), then the drawings of what it wrote
-    monitors = [export, monitor, SearchDrawings(run_dir, export_paths[0])]
+    monitors = [export, copy, monitor, SearchDrawings(run_dir, run_dir / EXPORT_NAME),
+                RunIdentity(run_identity(args, train.num_classes))]
     trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitors)
     how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
     status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
-                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths)
+                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=copy.paths())
     if status is None:
-        _report_done(args, monitor, export_paths)
+        _report_done(args, monitor, copy)
     return cli.EXIT_OK if status is None else status
 
 
@@ -272,15 +346,17 @@ def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir
     return trainer, stop
 
 
-def _report_done(args: argparse.Namespace, monitor: SearchMonitor, export_paths: list[Path]) -> None:
+def _report_done(args: argparse.Namespace, monitor: SearchMonitor, copy: ExportCopy) -> None:
     last = monitor.last or {}
-    export = str(Path(args.export).resolve())
-    nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')), 'export': export},
-                            'mean_reward')
+    paths = copy.paths()
+    nni_report.report_final({**last, 'mean_reward': last.get('mean_reward', float('nan')),
+                             'export': str(paths[-1].resolve())}, 'mean_reward')
+    cli.finished()
+    where = ' and '.join(str(p) for p in reversed(paths))
+    if copy.other_writer:
+        where += f' ({copy.target} holds the export of another run: {copy.other_writer})'
     cli.say(f'done: {_epochs(args.epochs)}; the best architecture of the last epoch (reward '
-            f'{last.get("best_reward", float("nan")):.3f}) is in {args.export}'
-            + (f' and {export_paths[0]}' if len(export_paths) > 1 else '')
-            + '; retrain it from scratch with retrain.py')
+            f'{last.get("best_reward", float("nan")):.3f}) is in {where}; retrain it from scratch with retrain.py')
 
 
 def _epochs(n: int) -> str:
