@@ -255,13 +255,13 @@ def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys
     cases = [(['--arc', path], message) for path, (_, message) in _bad_files(tmp_path).items()]
     cases += [
         (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro)'),
-        (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number in [0, 1), got '1.5'"),
-        (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected a positive integer'),
+        (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number from 0 to 0.999, got '1.5'"),
+        (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected an integer from 1 to 100000'),
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),
         (['--arc', 'paper-macro', '--layers', '12'], "unknown labels 'layer_12/op'"),
         (['--arc', 'paper-micro', '--lr-min', '0.1'], '--lr-min 0.1 is larger than --lr-max 0.05'),
         (['--arc', 'paper-macro', '--channels', '1024'], 'the network would have 3,512,667,136 parameters, more than 1,000,000,000'),   # ~31M x (1024/96)^2
-        (['--arc', 'paper-micro', '--cutout', '100'], '--cutout 100: larger than the 32x32 images'),
+        (['--arc', 'paper-micro', '--cutout', '100'], "argument --cutout: expected an integer from 0 to 32, got '100'"),
         (['--arc', 'paper-micro', '--seed', str(2**32)], 'argument --seed: expected an integer from 0 to 4294967295'),
         (['--arc', 'paper-micro', '--dataset', 'imagefolder', '--data-dir', str(tmp_path / 'no-data')],
          'image folder not found'),     # (not cifar10: that would try to download it)

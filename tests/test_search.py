@@ -322,7 +322,7 @@ def _fake_run(folder, corrupt_checkpoint=False, checkpoint=True):
 
 
 BAD_INPUTS = {
-    'zero epochs': (['--search-for', 'macro', '--epochs', '0'], 'expected a positive integer'),
+    'zero epochs': (['--search-for', 'macro', '--epochs', '0'], 'expected an integer from 1 to 100000'),
     'negative epochs': (['--search-for', 'macro', '--epochs', '-3'], '--epochs'),
     'zero batch size': (['--search-for', 'micro', '--batch-size', '0'], '--batch-size'),
     'unknown space': (['--search-for', 'nasnet'], "invalid choice: 'nasnet'"),
@@ -330,7 +330,7 @@ BAD_INPUTS = {
     'lr min above max': (['--search-for', 'macro', '--lr-max', '0.01', '--lr-min', '0.1'], 'larger than --lr-max'),
     'nodes for macro': (['--search-for', 'macro', '--nodes', '3'], 'only for --search-for micro'),
     'cuda graphs on': (['--search-for', 'macro', '--cuda-graphs', 'on'], "invalid choice: 'on'"),
-    'bad dropout': (['--search-for', 'macro', '--dropout', '1.5'], 'in [0, 1)'),
+    'bad dropout': (['--search-for', 'macro', '--dropout', '1.5'], 'expected a number from 0 to 0.999'),
     'missing image folder': (['--search-for', 'macro', '--dataset', 'imagefolder', '--data-dir', '{inputs}/none'],
                              'image folder not found'),
     'image folder is a file': (['--search-for', 'macro', '--dataset', 'imagefolder',
