@@ -113,7 +113,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         failure = resource_failure(exc)
         if failure is None:
             raise
-        _print_error(f'{failure.line()}; {failure.advice}')
+        _print_error(f'{failure.line()}; {failure.advice}' + (' and run again' if failure.kind == 'disk' else ''))
         return EXIT_FAILED
     finally:
         if argv is not None:

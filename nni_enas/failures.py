@@ -63,7 +63,7 @@ def resource_failure(exc: BaseException) -> ResourceFailure | None:
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             where = f' writing {e.filename}' if e.filename else ''
             return ResourceFailure('disk', 'the disk is full', f'{e.strerror or "no space left"}{where}',
-                                   'free some space (or pick an --output on another disk) and run again')
+                                   'free some space on that disk')
         if isinstance(e, torch.OutOfMemoryError):
             return ResourceFailure('memory', 'out of GPU memory', _asked(e), _LOWER)
         if isinstance(e, MemoryError) or (isinstance(e, RuntimeError)

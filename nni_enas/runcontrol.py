@@ -272,9 +272,12 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
         say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
             f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
     elif how == 'resource':
+        then = ''
+        if stop.failure.kind == 'disk':     # the settings stay: once there is space, the run can go on
+            then = (f', then continue with --resume {run_dir}' if checkpoint_path(run_dir).is_file()
+                    else f', then start again with the same options and --output {run_dir}')
         say(f'error: {stop.failure.line(f"in epoch {epoch}/{epochs}")}; stopped ({saved_state(run_dir, exports)}); '
-            f'{stop.failure.advice}' + (f', then continue with --resume {run_dir}' if stop.failure.kind == 'disk'
-                                        and checkpoint_path(run_dir).is_file() else ''), file=sys.stderr)
+            f'{stop.failure.advice}{then}', file=sys.stderr)
     elif how == 'mismatch':
         say(f'error: {checkpoint_path(run_dir)} does not fit this run: {stop.failure}; was a file of the run folder '
             f'replaced or edited?', file=sys.stderr)

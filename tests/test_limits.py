@@ -35,8 +35,8 @@ if str(REPO) not in sys.path:
 import flag_sweep  # noqa: E402
 import retrain  # noqa: E402
 import search  # noqa: E402
-from nni_enas import checkpoints, draw, runfolder, sizes  # noqa: E402
-from nni_enas.architecture import (SPACE_ARG_RANGES, architecture_record, check_record, count_parameters,  # noqa: E402
+from nni_enas import draw, runfolder, sizes  # noqa: E402
+from nni_enas.architecture import (SPACE_ARG_RANGES, architecture_record, count_parameters,  # noqa: E402
                                    estimate_space_parameters, parameter_bound)
 from nni_enas.checkpoints import RunIdentity, checkpoint_epoch  # noqa: E402
 from nni_enas.controller import ReinforceController  # noqa: E402
@@ -239,7 +239,8 @@ def test_out_of_memory_or_disk_mid_run_is_one_line_exit_1_keeping_the_last_check
                 'disk-full': 'error: the disk is full in epoch'}[failure]
     assert line.startswith(expected), line
     assert 'the checkpoint after epoch 1 is' in line
-    assert ('lower --batch-size' if 'oom' in failure else 'free some space') in line
+    assert ('lower --batch-size' if 'oom' in failure else 'free some space on that disk, then continue with '
+            '--resume run') in line
     assert checkpoint_epoch('run/checkpoints/last.ckpt') == 1                  # the last good one, whole
     assert not [p for p in files_under(tmp_path) if p.endswith('.tmp')]        # nothing half-written
     assert not (tmp_path / 'run' / 'result.json').exists()
@@ -247,7 +248,8 @@ def test_out_of_memory_or_disk_mid_run_is_one_line_exit_1_keeping_the_last_check
 
 @pytest.mark.parametrize('where, error, expected', [
     ('settings', OSError(errno.ENOSPC, 'No space left on device', 'run/args.json'),
-     'error: the disk is full (No space left on device writing run/args.json); free some space'),
+     'error: the disk is full (No space left on device writing run/args.json); free some space on that disk and '
+     'run again'),
     ('data', CPU_OOM, 'error: out of memory (it asked for 4,000.0 GB); lower --batch-size'),
 ])
 def test_out_of_memory_or_disk_before_the_fit_is_one_line_exit_1(where, error, expected, tmp_path, capsys,
