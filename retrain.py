@@ -31,23 +31,24 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nni_enas import runcontrol  # first: also hides library noise emitted while importing the rest
+from nni_enas.run import control as runcontrol  # first: also hides library noise emitted while importing the rest
 
 runcontrol.quiet_library_noise()
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from nni_enas import cli, nni_report, runfolder  # noqa: E402
+from nni_enas.run import cli, nni_report  # noqa: E402
+from nni_enas.run import folder as runfolder  # noqa: E402
 from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architecture_path, build_network,  # noqa: E402
                                    check_record, load_architecture)
-from nni_enas.checkpoints import last_checkpoint  # noqa: E402
-from nni_enas.data import DataError, load_data  # noqa: E402
+from nni_enas.run.checkpoints import last_checkpoint  # noqa: E402
+from nni_enas.data.images import DataError, load_data  # noqa: E402
 from nni_enas.draw import draw_architecture  # noqa: E402
 from nni_enas.files import write_json_atomic  # noqa: E402
 from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
-from nni_enas.recipe import ChildTraining, enas_sgd  # noqa: E402
-from nni_enas.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
+from nni_enas.training.classification import ChildTraining, enas_sgd  # noqa: E402
+from nni_enas.training.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
 
 COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'

@@ -1,4 +1,4 @@
-"""Tests of nni_enas.data: readers, splits and the on-device batch loader (no network)."""
+"""Tests of nni_enas.data.images: readers, splits and the on-device batch loader (no network)."""
 
 import itertools
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_enas.data import BatchLoader, DataError, ImageTensors, load_data, read_cifar10
+from nni_enas.data.images import BatchLoader, DataError, ImageTensors, load_data, read_cifar10
 
 from helpers import CLASSES, write_cifar, write_png  # shared with tests/test_search.py
 

@@ -1,4 +1,4 @@
-"""Drawings of architectures (nni_enas.draw) and of a search (nni_enas.drawings.SearchDrawings).
+"""Drawings of architectures (nni_enas.draw) and of a search (nni_enas.draw.search.SearchDrawings).
 
 The layouts are checked against the architectures (every op, input, skip and loose end), the SVG
 and PNG files against the layouts, and the callback in a tiny 2-epoch search (resumed after its
@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 from nni_enas import EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
 from nni_enas.architecture import architecture_record, load_architecture  # noqa: E402
 from nni_enas.draw import OP_COLORS, draw_architecture, layout, main, render_image, render_svg  # noqa: E402
-from nni_enas.drawings import SearchDrawings  # noqa: E402
-from nni_enas.export import ArchitectureExport  # noqa: E402
-from nni_enas.recipe import accuracy  # noqa: E402
+from nni_enas.draw.search import SearchDrawings  # noqa: E402
+from nni_enas.search.export import ArchitectureExport  # noqa: E402
+from nni_enas.training.classification import accuracy  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -304,7 +304,7 @@ def test_shipped_drawings_are_current_and_small(name):
 
 
 def test_animation_pads_frames_to_one_size_and_thins_long_runs(tmp_path):
-    from nni_enas.drawings import write_animation
+    from nni_enas.draw.search import write_animation
     colours = [(255, 0, 0), (0, 0, 255), (0, 160, 0), (0, 0, 0), (255, 160, 0)]
     frames = []
     for i, colour in enumerate(colours):

@@ -22,8 +22,8 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot  # noqa: E402
 
 from nni_enas import Enas, EnasModule, EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
 from nni_enas.architecture import check_arch  # noqa: E402
-from nni_enas.recipe import ChildTraining, NonFiniteLossError, accuracy  # noqa: E402
-from nni_enas.supernet import PathSamplingAnyInput  # noqa: E402
+from nni_enas.training.classification import ChildTraining, NonFiniteLossError, accuracy  # noqa: E402
+from nni_enas.spaces.supernet import PathSamplingAnyInput  # noqa: E402
 
 torch.set_num_threads(1)   # 2 threads on 2 busy cores make tiny convs ~50x slower
 
@@ -241,7 +241,7 @@ def test_enas_strategy_in_nni_nas_experiment(tmp_path, monkeypatch):
 
 
 def test_trainer_device_picks_the_accelerator_and_the_gpu_index():
-    from nni_enas.trainer import _device_kwargs
+    from nni_enas.search.trainer import _device_kwargs
     assert _device_kwargs('cpu') == dict(accelerator='cpu', devices=1)
     assert _device_kwargs(torch.device('cpu')) == dict(accelerator='cpu', devices=1)
     assert _device_kwargs('cuda') == dict(accelerator='gpu', devices=1)

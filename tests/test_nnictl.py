@@ -1,4 +1,4 @@
-"""NNI integration: ``experiment.yml``, ``nni_enas.nni_report`` and a real ``nnictl`` run.
+"""NNI integration: ``experiment.yml``, ``nni_enas.run.nni_report`` and a real ``nnictl`` run.
 
 The end-to-end test (marked ``nnictl``) starts a private NNI experiment with
 ``nnictl create`` on a free port, follows it through NNI's REST API and stops
@@ -149,7 +149,7 @@ def test_nni_report_outside_trial_is_silent_noop(tmp_path):
         r.report_epoch({'x': 1.0}, 'missing-key-is-fine-outside')
         r.report_final({'x': 1.0}, 'x')
         assert 'nni' not in sys.modules, 'nni must not be imported outside a trial'
-    ''').replace('MODULE_PATH', repr(str(REPO / 'nni_enas' / 'nni_report.py')))
+    ''').replace('MODULE_PATH', repr(str(REPO / 'nni_enas' / 'run' / 'nni_report.py')))
     res = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -159,7 +159,7 @@ def test_nni_report_outside_trial_is_silent_noop(tmp_path):
 @pytest.fixture
 def nni_report():
     """The module under test, imported lazily (the package pulls in torch and nni.nas)."""
-    from nni_enas import nni_report as module
+    from nni_enas.run import nni_report as module
     return module
 
 

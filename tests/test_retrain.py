@@ -1,4 +1,4 @@
-"""retrain.py and nni_enas.retraining: the shipped architectures, sharding, the CLI end to end.
+"""retrain.py and nni_enas.training.retraining: the shipped architectures, sharding, the CLI end to end.
 
 Tiny widths and synthetic data throughout; the parameter counts are pinned at the full final
 widths (counting is cheap, training at those widths on a CPU is not). About 1.5 minutes on the
@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import retrain  # noqa: E402
 from nni_enas.architecture import (architecture_record, build_network, build_space, check_arch,  # noqa: E402
                                    load_architecture, save_architecture)
-from nni_enas.data import ImageTensors  # noqa: E402
-from nni_enas.macro import MacroSpace  # noqa: E402
-from nni_enas.ops import MACRO_OPS  # noqa: E402
+from nni_enas.data.images import ImageTensors  # noqa: E402
+from nni_enas.spaces.macro import MacroSpace  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS  # noqa: E402
 from nni_enas.paper import FINAL, TF_MACRO_FINAL_ARC, TF_MICRO_FINAL_ARC, macro_arch_from_tf, micro_arch_from_tf  # noqa: E402
-from nni_enas.retraining import ShardedBatches, count_parameters, final_space_args  # noqa: E402
+from nni_enas.training.retraining import ShardedBatches, count_parameters, final_space_args  # noqa: E402
 
 # Pinned: the shipped architectures at the paper's final widths (see the README for why they
 # differ from the paper's 21.3M / 4.6M: ENAS_SPEC A.7 and B.6).
@@ -168,9 +168,9 @@ def test_help_explains_every_flag(capsys):
 
 
 def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
-    import nni_enas.recipe
-    modes, real = [], nni_enas.recipe.use_cuda_graphs
-    monkeypatch.setattr(nni_enas.recipe, 'use_cuda_graphs', lambda mode, device: modes.append(mode) or real(mode, device))
+    import nni_enas.training.classification
+    modes, real = [], nni_enas.training.classification.use_cuda_graphs
+    monkeypatch.setattr(nni_enas.training.classification, 'use_cuda_graphs', lambda mode, device: modes.append(mode) or real(mode, device))
     out = tmp_path / 'run'
     status = retrain.main(['--arc', 'paper-micro', *TINY, '--epochs', '1', '--layers', '3', '--output', str(out),
                            '--cuda-graphs', 'off'])

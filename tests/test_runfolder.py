@@ -19,8 +19,10 @@ if str(REPO) not in sys.path:
 
 import retrain  # noqa: E402
 import search  # noqa: E402
-from nni_enas import cli, runcontrol, runfolder  # noqa: E402
-from nni_enas.checkpoints import AtomicCheckpointIO  # noqa: E402
+from nni_enas.run import cli  # noqa: E402
+from nni_enas.run import control as runcontrol  # noqa: E402
+from nni_enas.run import folder as runfolder  # noqa: E402
+from nni_enas.run.checkpoints import AtomicCheckpointIO  # noqa: E402
 from nni_enas.files import atomic_write, write_json_atomic  # noqa: E402
 
 TINY = ['--dataset', 'synthetic', '--synthetic-size', '32', '--layers', '2', '--channels', '4', '--batch-size', '8',
@@ -121,7 +123,7 @@ def test_the_lock_is_held_by_another_process_until_it_ends(tmp_path):
     code = textwrap.dedent(f'''
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from nni_enas.runfolder import RunLock
+        from nni_enas.run.folder import RunLock
         lock = RunLock({str(folder)!r}).acquire()   # held while referenced
         print('locked', flush=True)
         time.sleep(60)

@@ -28,8 +28,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import search  # noqa: E402
-from nni_enas import cli, runcontrol  # noqa: E402
-from nni_enas.checkpoints import checkpoint_epoch  # noqa: E402
+from nni_enas.run import cli  # noqa: E402
+from nni_enas.run import control as runcontrol  # noqa: E402
+from nni_enas.run.checkpoints import checkpoint_epoch  # noqa: E402
 from nni_enas.architecture import load_architecture  # noqa: E402
 
 from helpers import write_cifar, write_png  # noqa: E402
@@ -370,9 +371,9 @@ def test_bad_input_is_one_error_line_and_exit_2(case, bad_inputs, tmp_path, caps
 
 
 def test_cuda_graphs_flag_reaches_the_library(tmp_path, capsys, monkeypatch):
-    import nni_enas.enas
-    modes, real = [], nni_enas.enas.graph_supernet
-    monkeypatch.setattr(nni_enas.enas, 'graph_supernet',
+    import nni_enas.search.enas
+    modes, real = [], nni_enas.search.enas.graph_supernet
+    monkeypatch.setattr(nni_enas.search.enas, 'graph_supernet',
                         lambda net, mode, **kwargs: modes.append(mode) or real(net, mode, **kwargs))
     monkeypatch.chdir(tmp_path)
     rc, _, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '1', '--cuda-graphs', 'off',

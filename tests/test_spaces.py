@@ -22,10 +22,10 @@ from nni.mutable import Categorical, CategoricalMultiple, SampleValidationError 
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
 
 from nni_enas import Enas, MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.macro import reduction_layers  # noqa: E402
-from nni_enas.micro import reduction_cells  # noqa: E402
-from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
-from nni_enas.supernet import shared_to_fixed_state_dict  # noqa: E402
+from nni_enas.spaces.macro import reduction_layers  # noqa: E402
+from nni_enas.spaces.micro import reduction_cells  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
+from nni_enas.spaces.supernet import shared_to_fixed_state_dict  # noqa: E402
 
 torch.set_num_threads(1)   # 2 threads on 2 busy cores make tiny convs ~50x slower
 

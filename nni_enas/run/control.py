@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from .checkpoints import AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_path, saved_state
-from .cli import EXIT_FAILED, say
+from nni_enas.run.checkpoints import AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_path, saved_state
+from nni_enas.run.cli import EXIT_FAILED, TerminateRequest, say
 
 __all__ = ['quiet_library_noise', 'EpochProgressBar', 'want_progress_bar', 'print_line', 'TerminateRequest',
            'sigterm_as_interrupt', 'StopWatcher', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
@@ -163,10 +163,6 @@ def print_line(trainer: pl.Trainer, line: str) -> None:
 # stopping: signals and how a fit ended
 # --------------------------------------------------------------------------------------------
 
-class TerminateRequest(KeyboardInterrupt):
-    """SIGTERM turned into an exception (see :func:`sigterm_as_interrupt`)."""
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Within the block, SIGTERM stops the program at once, like Ctrl-C.
@@ -228,11 +224,11 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
     """Call ``fit()`` (a Lightning fit with ``stop`` among its callbacks); say how it ended.
 
     Returns ``None`` when it completed, ``'nonfinite'`` when the training loss became NaN/inf
-    (:class:`~nni_enas.recipe.NonFiniteLossError`), ``'SIGINT'`` / ``'SIGTERM'`` when stopped
+    (:class:`~nni_enas.training.classification.NonFiniteLossError`), ``'SIGINT'`` / ``'SIGTERM'`` when stopped
     by a signal (SIGTERM stops at once, see :func:`sigterm_as_interrupt`); any other exception
     propagates.
     """
-    from .recipe import NonFiniteLossError
+    from nni_enas.training.classification import NonFiniteLossError
     try:
         with sigterm_as_interrupt():
             fit()

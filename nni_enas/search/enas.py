@@ -1,7 +1,7 @@
 """The ENAS alternation (spec D.2): train the shared weights, then train the controller.
 
 :class:`EnasModule` is an NNI one-shot Lightning module wrapped around a training recipe (any
-NNI Lightning evaluator module, or our :class:`~nni_enas.recipe.ChildTraining`). Each epoch:
+NNI Lightning evaluator module, or our :class:`~nni_enas.training.classification.ChildTraining`). Each epoch:
 
 1. child phase (Lightning's ordinary training steps): the controller samples all the epoch's
    child models at the epoch's start (it does not change during the phase); each minibatch
@@ -33,11 +33,11 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 from pytorch_lightning.utilities.data import extract_batch_size
 
-from .controller import ReinforceController
-from .cuda_graphs import graph_supernet, use_cuda_graphs
-from .export import EpochExport
-from .recipe import NonFiniteLossError, accuracy
-from .supernet import mutation_hooks
+from nni_enas.search.controller import ReinforceController
+from nni_enas.training.cuda_graphs import graph_supernet, use_cuda_graphs
+from nni_enas.search.export import EpochExport
+from nni_enas.training.classification import NonFiniteLossError, accuracy
+from nni_enas.spaces.supernet import mutation_hooks
 
 __all__ = ['EnasModule', 'Enas', 'reward_direction']
 
@@ -112,7 +112,7 @@ class EnasModule(BaseOneShotLightningModule):
     training_module
         The recipe that trains the child model (its ``training_step`` gives the loss); any NNI
         Lightning evaluator module (``Classification``'s, ``Regression``'s) or
-        :class:`~nni_enas.recipe.ChildTraining`.
+        :class:`~nni_enas.training.classification.ChildTraining`.
     reward_metric_name
         Reward the controller with this metric, read from what the recipe's ``validation_step``
         logs (``self.log(name, value)``) on one validation minibatch, as NNI's ENAS does: e.g.
@@ -125,7 +125,7 @@ class EnasModule(BaseOneShotLightningModule):
         ``reward_function(output, target) -> 0-dim tensor`` on a validation batch ``(input,
         target)``, where ``output`` is the recipe's forward of ``input`` (the first element when it
         returns ``(logits, aux_logits)``). Not together with ``reward_metric_name``. When neither
-        is given: top-1 accuracy (:func:`~nni_enas.recipe.accuracy`), for classification.
+        is given: top-1 accuracy (:func:`~nni_enas.training.classification.accuracy`), for classification.
     grad_clip
         Global-norm clip of the shared weights' gradients (5.0); ``None`` or 0 disables it.
     entropy_weight, skip_weight, baseline_decay, ctrl_lr
@@ -136,7 +136,7 @@ class EnasModule(BaseOneShotLightningModule):
     ctrl_steps
         Controller updates per epoch; ``None``: one pass over the reward loader.
     ctrl_kwargs
-        Keyword arguments of :class:`~nni_enas.controller.ReinforceController`.
+        Keyword arguments of :class:`~nni_enas.search.controller.ReinforceController`.
     num_candidates
         How many architectures :meth:`export` samples and scores to pick the best.
     candidate_batches
@@ -146,7 +146,7 @@ class EnasModule(BaseOneShotLightningModule):
         search) instead of eval mode (TF's macro search).
     cuda_graphs
         ``'auto'`` (CUDA graphs for the supernet's choice-free modules when the fit runs on a
-        CUDA device) or ``'off'``; see :mod:`nni_enas.cuda_graphs`.
+        CUDA device) or ``'off'``; see :mod:`nni_enas.training.cuda_graphs`.
 
     Attributes
     ----------
@@ -156,7 +156,7 @@ class EnasModule(BaseOneShotLightningModule):
         ``seconds`` (controller phase), ``child_seconds``, ``images_per_s``. Also logged as
         ``ctrl_<name>`` at the epoch's end.
     last_export
-        The last :class:`~nni_enas.export.EpochExport` made by :meth:`export_epoch`, or ``None``.
+        The last :class:`~nni_enas.search.export.EpochExport` made by :meth:`export_epoch`, or ``None``.
     """
 
     def __init__(self, training_module, *, reward_metric_name: str | None = None,
@@ -357,7 +357,7 @@ class EnasModule(BaseOneShotLightningModule):
 
         Lightning calls the module's ``on_train_epoch_end`` after the callbacks' (but before
         ``ModelCheckpoint``'s), so a callback that needs the trained controller (like
-        :class:`~nni_enas.export.ArchitectureExport`) calls this first; later calls (and calls
+        :class:`~nni_enas.search.export.ArchitectureExport`) calls this first; later calls (and calls
         outside a fit) return the same statistics. Returns :attr:`epoch_stats`.
         """
         if not self._epoch_pending:
@@ -499,7 +499,7 @@ class EnasModule(BaseOneShotLightningModule):
     def export_epoch(self) -> EpochExport:
         """The finished epoch's export, once per epoch: :meth:`finish_epoch`, then the best of K.
 
-        Run before the checkpoint is written (:class:`~nni_enas.export.ArchitectureExport` calls
+        Run before the checkpoint is written (:class:`~nni_enas.search.export.ArchitectureExport` calls
         it from ``on_train_epoch_end``), so the checkpoint's random state follows the export's
         sampling and a resumed run continues exactly as one that did not stop.
         """
@@ -562,7 +562,7 @@ class Enas(RandomOneShot):
     gives the controller's rewards (``reward_metric_name``: a metric its ``validation_step``
     logs). Keyword arguments are those of :class:`EnasModule` (``reward_metric_name``,
     ``reward_metric_mode``, ``reward_function``, ``cuda_graphs``, ...); the space may use
-    ``InputChoice(n_chosen=None)``. Add :class:`~nni_enas.export.ArchitectureExport` to the
+    ``InputChoice(n_chosen=None)``. Add :class:`~nni_enas.search.export.ArchitectureExport` to the
     evaluator's callbacks to export (and write) the best architecture after every epoch.
     """
 

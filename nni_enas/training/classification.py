@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 
-from .cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
+from nni_enas.training.cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
 
@@ -65,9 +65,9 @@ class ChildTraining(LightningModule):
     cuda_graphs
         ``'auto'``: on a CUDA device, a fixed network (no choices: retraining) runs its training
         forward + backward and its evaluation forward as CUDA graphs
-        (:mod:`nni_enas.cuda_graphs`), inside whatever autocast the trainer's precision sets;
+        (:mod:`nni_enas.training.cuda_graphs`), inside whatever autocast the trainer's precision sets;
         the optimizer step stays eager (the LR changes per epoch). A supernet is left to the
-        search (:func:`~nni_enas.cuda_graphs.graph_supernet`). Off under data parallelism.
+        search (:func:`~nni_enas.training.cuda_graphs.graph_supernet`). Off under data parallelism.
         ``'off'``: plain eager PyTorch.
 
     Notes

@@ -23,8 +23,9 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
-from .architecture import ArchitectureError, load_architecture
-from .draw import OP_COLORS, layout, render_image, write_atomic
+from nni_enas.architecture import ArchitectureError, load_architecture
+from nni_enas.draw.layout import OP_COLORS, layout
+from nni_enas.draw.render import render_image, write_atomic
 
 __all__ = ['SearchDrawings', 'write_animation', 'plot_choice_probabilities', 'load_probabilities',
            'DRAWINGS_DIR', 'ANIMATION_FILE', 'PROBABILITIES_FILE', 'PROBABILITIES_PLOT']
@@ -239,7 +240,7 @@ def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, 
     """
     from PIL import Image, ImageDraw
 
-    from .draw import _font
+    from nni_enas.draw.render import _font
     labels = list(data['decisions'])
     epochs = [e['epoch'] for e in data['epochs']]
     rows = -(-len(labels) // columns)
@@ -254,6 +255,26 @@ def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, 
     small, bold = _font(10), _font(13, bold=True)
     draw.text((pad, pad), f'Controller choice probabilities per decision, epochs {epochs[0]}-{epochs[-1]} '
                           f'left to right', fill='black', font=bold, anchor='lt')
+    _legend(draw, data, labels, kinds, pad, small)
+    for k, label in enumerate(labels):
+        info = data['decisions'][label]
+        values = info['values']
+        probs = [e['probabilities'].get(label, [0.0] * len(values)) for e in data['epochs']]
+        px = pad + (k % columns) * cell_w
+        py = header + (k // columns) * cell_h
+        text = f'{label} {_summary(info["kind"], values, probs[-1])}'
+        while draw.textlength(text, font=small) > panel_width and len(text) > 4:
+            text = text[:-2]
+        draw.text((px, py + 10), text, fill='black', font=small, anchor='ls')
+        img.paste(_panel(info['kind'], values, probs, panel_width, panel_height), (px, py + title_h))
+        draw.rectangle([px - 1, py + title_h - 1, px + panel_width, py + title_h + panel_height], outline=(128, 128, 128))
+    buf = io.BytesIO()
+    img.save(buf, format='PNG', optimize=True)
+    write_atomic(path, buf.getvalue())
+
+
+def _legend(draw, data: dict[str, Any], labels: list[str], kinds: set[str], pad: int, small) -> None:
+    """The colour keys under the plot's title: op colours, input colours, how to read a skip panel."""
     x, y = pad, pad + 22
     op_values = [v for label in labels if data['decisions'][label]['kind'] == 'op'
                  for v in data['decisions'][label]['values']]
@@ -274,18 +295,3 @@ def plot_choice_probabilities(data: dict[str, Any], path: str | os.PathLike, *, 
         y += 16
         draw.text((pad, y + 5), 'skip panels: one row per candidate (stem, layer_0, ... top to bottom), '
                                 'darker = more likely on', fill='black', font=small, anchor='lm')
-    for k, label in enumerate(labels):
-        info = data['decisions'][label]
-        values = info['values']
-        probs = [e['probabilities'].get(label, [0.0] * len(values)) for e in data['epochs']]
-        px = pad + (k % columns) * cell_w
-        py = header + (k // columns) * cell_h
-        text = f'{label} {_summary(info["kind"], values, probs[-1])}'
-        while draw.textlength(text, font=small) > panel_width and len(text) > 4:
-            text = text[:-2]
-        draw.text((px, py + 10), text, fill='black', font=small, anchor='ls')
-        img.paste(_panel(info['kind'], values, probs, panel_width, panel_height), (px, py + title_h))
-        draw.rectangle([px - 1, py + title_h - 1, px + panel_width, py + title_h + panel_height], outline=(128, 128, 128))
-    buf = io.BytesIO()
-    img.save(buf, format='PNG', optimize=True)
-    write_atomic(path, buf.getvalue())

@@ -3,7 +3,7 @@
 Each cell has two inputs (the outputs of the two previous cells) and ``num_nodes`` nodes; node n
 picks two inputs among the cell inputs and the earlier nodes and one op for each, and sums the
 two results. Labels are shared by every cell of a type: ``normal/node_2/input_a`` (a one-element
-list ``[j]``), ``normal/node_2/op_a`` (one of :data:`~nni_enas.ops.MICRO_OPS`), likewise ``_b``
+list ``[j]``), ``normal/node_2/op_a`` (one of :data:`~nni_enas.spaces.ops.MICRO_OPS`), likewise ``_b``
 and ``reduce/...``. Nodes are numbered from 2 because 0 and 1 are the cell inputs.
 """
 
@@ -14,9 +14,9 @@ import torch.nn as nn
 from nni.mutable import label_scope
 from nni.nas.nn.pytorch import ChosenInputs, InputChoice, LayerChoice
 
-from .space import EnasSpace
-from .ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
-from .supernet import chosen_indices
+from nni_enas.spaces.base import EnasSpace
+from nni_enas.spaces.ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
+from nni_enas.spaces.supernet import chosen_indices
 
 __all__ = ['MicroSpace']
 
