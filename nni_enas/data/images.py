@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 import pickle
-import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from nni_enas.data.download import download_into
 from nni_enas.data.errors import DataError
 
 __all__ = ['DataError', 'ImageTensors', 'read_cifar10', 'load_data', 'BatchLoader']
@@ -239,22 +239,11 @@ def _download_cifar10(target: Path) -> str:
     A failed download leaves nothing behind: the folders it created and the partial archive
     are removed.
     """
-    created = [p for p in (target, *target.parents) if not p.exists()]
-    before = set(target.iterdir()) if target.is_dir() else set()
-    try:
+    def fetch(folder: Path) -> None:
         # torchvision is only used to fetch and extract the archive; we read it ourselves.
         import torchvision
-        torchvision.datasets.CIFAR10(str(target), train=True, download=True)
-        return ''
-    except Exception as exc:  # no network, bad checksum, full disk ...: say why, clean up
-        reason = ' '.join(str(exc).split()) or exc.__class__.__name__
-        if target.is_dir():
-            for path in set(target.iterdir()) - before:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        for folder in created:          # deepest first
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        return f' and the download failed ({exc.__class__.__name__}: {reason})'
+        torchvision.datasets.CIFAR10(str(folder), train=True, download=True)
+    return download_into(target, fetch)
 
 
 # --------------------------------------------------------------------------------------------

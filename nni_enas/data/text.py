@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -51,6 +50,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from nni_enas.data.download import download_into
 from nni_enas.data.errors import DataError
 
 __all__ = ['EOS', 'DATASETS', 'Vocabulary', 'TextCorpus', 'load_text', 'read_corpus',
@@ -360,7 +360,7 @@ def _standard_files(dataset: str, data_dir: Path, download: bool) -> dict[str, P
         folder = spec.folder(data_dir)
         missing = [n for n, p in zip(spec.names, _PLAIN_NAMES)
                    if not (folder / n).is_file() and not (folder / p).is_file()]
-        why = _download(data_dir, lambda target: spec.fetch(target, missing))
+        why = download_into(data_dir, lambda target: spec.fetch(target, missing))
         files = _present(spec.folder(data_dir), spec.names)
     if files is None:
         where = f'{data_dir} or {data_dir / spec.subfolder}' if spec.subfolder else str(data_dir)
@@ -372,29 +372,6 @@ def _standard_files(dataset: str, data_dir: Path, download: bool) -> dict[str, P
 
 def _and(names: Sequence[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _download(target: Path, fetch: Callable[[Path], None]) -> str:
-    """Run ``fetch(target)``; ``''``, or why it failed.
-
-    A failed download leaves nothing behind: what it added to ``target`` and the folders it
-    created are removed (the user's own files stay).
-    """
-    created = [p for p in (target, *target.parents) if not p.exists()]
-    before = set(target.iterdir()) if target.is_dir() else set()
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        fetch(target)
-        return ''
-    except Exception as exc:  # no network, full disk, a bad archive ...: say why, clean up
-        reason = ' '.join(str(exc).split()) or exc.__class__.__name__
-        if target.is_dir():
-            for path in set(target.iterdir()) - before:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        for folder in created:          # deepest first
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        return f' and the download failed ({exc.__class__.__name__}: {reason})'
 
 
 def _folder_files(data_dir: Path) -> dict[str, Path]:
