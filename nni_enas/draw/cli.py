@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog='python3 -m nni_enas.draw',
         description='Draw an exported architecture: the macro network as a chain of layers with their ops\n'
-                    'and skip connections, or the micro normal and reduction cells as graphs.\n\n'
+                    'and skip connections, the micro normal and reduction cells as graphs, or the\n'
+                    'recurrent cell as a tree of nodes from x_t and h_{t-1} to the average h_t.\n\n'
                     '    python3 -m nni_enas.draw runs/search-macro-.../exported.json -o arch.svg\n'
                     '    python3 -m nni_enas.draw paper-micro -o paper-micro.png',
         epilog='Exit status: 0 written, 2 bad input (nothing is written then).')
@@ -29,15 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help='text above the drawing (default: the name, the space, and the epoch and reward of a '
                         'search\'s export)')
     p.add_argument('--scale', type=float, default=1.5,
-                   help='PNG only: pixels per drawing unit; 1 gives about 12-pixel text (default: %(default)s)')
+                   help='PNG only: pixels per drawing unit, from 0.1 to 10; 1 gives about 12-pixel text '
+                        '(default: %(default)s)')
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
     from nni_enas.run.cli import fail, say
     args = build_parser().parse_args(argv)
-    if not (args.scale > 0 and math.isfinite(args.scale)) or args.scale > 10:
-        fail(f'--scale must be in (0, 10], got {args.scale}')
+    if not 0.1 <= args.scale <= 10:    # NaN too; under 0.1 the text would be under 2 pixels (or 0: no font)
+        fail(f'--scale must be in [0.1, 10], got {args.scale}')
     output = Path(args.output if args.output is not None else Path(args.architecture).stem + '.png')
     try:
         image_format(output)

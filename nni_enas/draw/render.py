@@ -1,8 +1,13 @@
 """Painting a drawing: SVG and PNG (standard library and Pillow only), and drawing an architecture to a file.
 
-:func:`render_svg` and :func:`render_png` paint a :class:`~nni_enas.draw.layout.Drawing`;
+:func:`render_svg` and :func:`render_png` paint a :class:`~nni_enas.draw.drawing.Drawing`;
 :func:`draw_architecture` lays out and paints a record, a file or a shipped name (``retrain.py`` calls it
 for the network it trains).
+
+Both painters are written with the standard library and Pillow (which comes with torchvision): no
+graphviz binary, no plotting library. In the SVG every node and edge is one ``<g>`` with an ``id``
+(``node-layer_3``, ``edge-stem--layer_2``, ``edge-node_2--node_3``; ``/`` becomes ``.``) and
+``data-`` attributes with the real names.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from nni_enas.architecture import check_record, load_architecture
-from nni_enas.draw.layout import _EDGE_STYLE, BOX_H, FONT_SIZE, Drawing, default_title, layout
+from nni_enas.draw.drawing import BOX_H, EDGE_STYLE, FONT_SIZE, Drawing
+from nni_enas.draw.layout import default_title, layout
 from nni_enas.files import write_bytes_atomic
 
 __all__ = ['render_svg', 'render_png', 'render_image', 'draw_architecture', 'write_atomic', 'image_format',
@@ -44,13 +50,13 @@ def render_svg(drawing: Drawing) -> str:
            f'viewBox="0 0 {drawing.width:.0f} {drawing.height:.0f}" '
            f'font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="{FONT_SIZE:g}">',
            '<defs>']
-    for kind, (color, _) in _EDGE_STYLE.items():
+    for kind, (color, _) in EDGE_STYLE.items():
         out.append(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
                    f'markerHeight="7" orient="auto"><path d="M0,1 L10,5 L0,9 z" fill="{color}"/></marker>')
     out.append('</defs>')
     out.append('<rect width="100%" height="100%" fill="#ffffff"/>')
     for e in drawing.edges:
-        color, width = _EDGE_STYLE[e.kind]
+        color, width = EDGE_STYLE[e.kind]
         opacity = ' stroke-opacity="0.7"' if e.kind == 'skip' else ''
         out.append(f'<g id="{_xml_id("edge-", e.source, e.target)}" class="edge {e.kind}" '
                    f'data-source={quoteattr(e.source)} data-target={quoteattr(e.target)}>'
@@ -83,6 +89,7 @@ def render_svg(drawing: Drawing) -> str:
 
 def _font(size: float, bold: bool = False):
     from PIL import ImageFont
+    size = max(1.0, size)    # FreeType refuses a size of 0 (a tiny scale)
     try:   # the SVG's font where the system has it, so that both look alike
         return ImageFont.truetype('DejaVuSansMono-Bold.ttf' if bold else 'DejaVuSansMono.ttf', round(size))
     except OSError:
@@ -91,18 +98,6 @@ def _font(size: float, bold: bool = False):
         return ImageFont.load_default(size=round(size))   # Pillow's own scalable font (needs FreeType)
     except (TypeError, ImportError, OSError, AttributeError):
         return ImageFont.load_default()
-
-
-def _flatten(points, curved: bool, steps: int = 24) -> list[tuple[float, float]]:
-    if not curved:
-        return list(points)
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
-    out = []
-    for k in range(steps + 1):
-        t = k / steps
-        a, b, c, e = (1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3
-        out.append((a * x0 + b * x1 + c * x2 + e * x3, a * y0 + b * y1 + c * y2 + e * y3))
-    return out
 
 
 def _blend(color: str, alpha: float) -> tuple[int, int, int]:
@@ -125,9 +120,9 @@ def render_image(drawing: Drawing, scale: float = 1.0):
         return fonts[size, bold]
 
     for e in drawing.edges:
-        color, width = _EDGE_STYLE[e.kind]
+        color, width = EDGE_STYLE[e.kind]
         rgb = _blend(color, 0.7 if e.kind == 'skip' else 1.0)
-        pts = [(x * s, y * s) for x, y in _flatten(e.points, e.curved)]
+        pts = [(x * s, y * s) for x, y in e.polyline()]
         # stop the line at the arrowhead's base, then draw the head
         (xa, ya), (xb, yb) = pts[-2], pts[-1]
         length = math.hypot(xb - xa, yb - ya) or 1.0
