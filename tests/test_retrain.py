@@ -190,6 +190,16 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
         assert image.format == 'PNG' and image.width > 100
 
 
+def test_micro_trains_through_a_last_batch_of_one_image(tmp_path, capsys):
+    # 17 training images in batches of 16: the last batch holds one image (before: a BatchNorm ValueError)
+    out = tmp_path / 'run'
+    status = retrain.main(['--arc', 'paper-micro', *TINY, '--synthetic-size', '17', '--epochs', '1', '--layers', '3',
+                           '--output', str(out), '--cuda-graphs', 'off'])
+    assert status == 0, capsys.readouterr().err
+    result = read_result(out)
+    assert result['epochs'] == 1 and result['space_args']['auxiliary'] is True
+
+
 def test_exported_search_architecture_retrains_and_resumes_exactly(tmp_path, capsys):
     # an export as a tiny search writes it: a random sample of a 3-layer search space
     space = MacroSpace(num_layers=3, channels=4)
