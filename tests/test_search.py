@@ -312,6 +312,42 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, capsys, monkeypa
     checked_export('exported.json', 'macro', epoch=1)
 
 
+def test_diverging_controller_is_one_error_line(tmp_path, capsys, monkeypatch):
+    # A huge controller rate blows the controller up in its first update (before: torch's RuntimeError
+    # "probability tensor contains either inf, nan or element < 0" and a traceback).
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '2', '--ctrl-lr', '1e30',
+                              '--output', 'run'], capsys)
+    assert rc == 1, err
+    assert 'Traceback' not in err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'controller diverged' in errors[0] and '--ctrl-lr' in errors[0], err
+    assert 'in epoch 1/2' in errors[0] and 'nothing was saved' in errors[0]
+    assert not Path('run/checkpoints/last.ckpt').exists() and not Path('exported.json').exists()
+
+
+def test_controller_diverging_in_epoch_2_keeps_epoch_1(tmp_path, capsys, monkeypatch):
+    from nni_enas.search.enas import EnasModule
+    real_update = EnasModule._controller_update
+
+    def update_then_poison(self, batches, update):      # epoch 2's update leaves NaN in the controller
+        result = real_update(self, batches, update)
+        if self.current_epoch == 1:
+            with torch.no_grad():
+                next(self.controller.parameters()).fill_(float('nan'))
+        return result
+    monkeypatch.setattr(EnasModule, '_controller_update', update_then_poison)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '3', '--output', 'run'], capsys)
+    assert rc == 1, err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'controller diverged' in errors[0] and 'in epoch 2/3' in errors[0], err
+    assert len(summaries(out)) == 1
+    assert checkpoint_epoch('run/checkpoints/last.ckpt') == 1
+    checked_export('run/exported.json', 'macro', epoch=1)
+    checked_export('exported.json', 'macro', epoch=1)
+
+
 def _fake_run(folder, corrupt_checkpoint=False, checkpoint=True):
     folder.mkdir()
     settings = {**vars(search.build_parser().parse_args(['--search-for', 'macro', *TINY, '--epochs', '2'])),

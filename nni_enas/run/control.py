@@ -224,14 +224,18 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
     """Call ``fit()`` (a Lightning fit with ``stop`` among its callbacks); say how it ended.
 
     Returns ``None`` when it completed, ``'nonfinite'`` when the training loss became NaN/inf
-    (:class:`~nni_enas.training.classification.NonFiniteLossError`), ``'SIGINT'`` / ``'SIGTERM'`` when stopped
-    by a signal (SIGTERM stops at once, see :func:`sigterm_as_interrupt`); any other exception
-    propagates.
+    (:class:`~nni_enas.training.classification.NonFiniteLossError`), ``'diverged'`` when the
+    search's controller did (:class:`~nni_enas.search.controller.ControllerDivergedError`),
+    ``'SIGINT'`` / ``'SIGTERM'`` when stopped by a signal (SIGTERM stops at once, see
+    :func:`sigterm_as_interrupt`); any other exception propagates.
     """
+    from nni_enas.search.controller import ControllerDivergedError
     from nni_enas.training.classification import NonFiniteLossError
     try:
         with sigterm_as_interrupt():
             fit()
+    except ControllerDivergedError:
+        return 'diverged'
     except NonFiniteLossError:
         return 'nonfinite'
     except SystemExit:
@@ -247,16 +251,18 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
                loss: str, exports: Sequence[Path] = (), lead: bool = True) -> int | None:
     """Say how a fit that did not complete ended (``how`` from :func:`fit_watched`); its exit status.
 
-    ``None`` when it completed. A NaN/inf ``loss`` is one ``error:`` line and status 1; a signal
-    says what is saved and how to go on (``--resume``, or start again when no epoch was saved),
-    status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
+    ``None`` when it completed. A NaN/inf ``loss`` or a diverged controller is one ``error:`` line
+    and status 1; a signal says what is saved and how to go on (``--resume``, or start again when
+    no epoch was saved), status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
     """
     if how is None:
         return None
-    if how == 'nonfinite':
+    if how in ('nonfinite', 'diverged'):
+        what = (f'the {loss} became NaN/inf' if how == 'nonfinite'
+                else 'the controller diverged (NaN/inf in its probabilities, loss, weights or baseline)')
         if lead:
-            say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
-                f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
+            say(f'error: {what} in epoch {epoch}/{epochs}; stopped ({saved_state(run_dir, exports)}); '
+                f'try a lower {"--lr-max" if how == "nonfinite" else "--ctrl-lr"}', file=sys.stderr)
         return EXIT_FAILED
     if lead:
         if checkpoint_path(run_dir).is_file():

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 
+from nni_enas.arguments import check_number
 from nni_enas.training.cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
@@ -87,6 +88,8 @@ class ChildTraining(LightningModule):
     def __init__(self, loss: Callable | None = None, optimizer=None, lr_scheduler=None,
                  metrics: Callable | None = None, aux_weight: float = 0.4, drop_path_steps: int | None = None,
                  cuda_graphs: str = 'auto'):
+        check_number('aux_weight', aux_weight, low=0)
+        check_number('drop_path_steps', drop_path_steps, low=1, integer=True, optional=True)
         super().__init__()
         use_cuda_graphs(cuda_graphs, None)        # ValueError now on a bad mode, not at fit time
         self.criterion = loss or nn.CrossEntropyLoss()
