@@ -185,6 +185,14 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
     assert result['epochs'] == 1 and result['devices'] == 1 and result['precision'] == '32-true'
     assert (out / 'checkpoints' / 'last.ckpt').is_file() and (out / 'args.json').is_file()
     assert any((out / 'tensorboard').glob('events.out.tfevents.*'))
+    # TensorBoard: the training values under retraining's words (not the search's child_*), all at the epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / 'tensorboard'), size_guidance={'scalars': 0})
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+    assert {'train_loss', 'train_acc', 'test_loss', 'test_acc', 'retrain/lr'} <= set(steps), sorted(steps)
+    assert not [tag for tag in steps if tag.startswith('child_')]
+    assert set(map(tuple, steps.values())) == {(1,)}
     from PIL import Image
     with Image.open(out / 'architecture.png') as image:      # the network drawn, as the README says
         assert image.format == 'PNG' and image.width > 100

@@ -30,7 +30,7 @@ from nni_enas.run.checkpoints import AtomicCheckpointIO, RngStateCallback, check
 from nni_enas.run.cli import EXIT_FAILED, TerminateRequest, say
 
 __all__ = ['quiet_library_noise', 'EpochProgressBar', 'want_progress_bar', 'print_line', 'TerminateRequest',
-           'sigterm_as_interrupt', 'StopWatcher', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
+           'sigterm_as_interrupt', 'StopWatcher', 'EpochAxis', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
            'fit_ending']
 
 
@@ -100,14 +100,12 @@ class EpochProgressBar(TQDMProgressBar):
 
     While the epoch's last step runs it says what else happens in that step
     (``after_last_step``, e.g. ``'+ controller'``) so a long pause is not mistaken for a hang.
-    ``rename`` relabels the module's logged values (``{'child_loss': 'train_loss'}``). The bar
-    is erased when training ends, so the last thing on the screen is the last summary line.
+    The bar is erased when training ends, so the last thing on the screen is the last summary line.
     """
 
-    def __init__(self, after_last_step: str = '', rename: dict[str, str] | None = None, **kwargs):
+    def __init__(self, after_last_step: str = '', **kwargs):
         super().__init__(**kwargs)
         self.after_last_step = after_last_step
-        self.rename = dict(rename or {})
 
     def _label(self, trainer) -> str:
         return f'epoch {trainer.current_epoch + 1}/{trainer.max_epochs}'
@@ -128,7 +126,8 @@ class EpochProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop('v_num', None)
-        return {self.rename.get(k, k): v for k, v in items.items()}
+        items.pop('step', None)         # EpochAxis's
+        return items
 
 
 def want_progress_bar(choice: bool | None = None) -> bool:
@@ -278,16 +277,37 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
 # what every run's Lightning trainer gets
 # --------------------------------------------------------------------------------------------
 
+class EpochAxis(pl.Callback):
+    """Every value a run logs to TensorBoard is plotted against the epoch, counted from 1 as the summary lines.
+
+    Lightning writes what a module logs at an epoch's end at its global step (the child steps so
+    far), unless a value named ``step`` is logged with it (``LoggerConnector.log_metrics``): this
+    callback logs the epoch as ``step`` at the ends of the training and the test (validation)
+    epochs. The commands write their own values (``search/*``, ``controller/*``, ``retrain/*``,
+    the drawings) at the epoch too, so one run's tags share one x-axis.
+    """
+
+    @staticmethod
+    def _log(trainer, module) -> None:
+        module.log('step', float(trainer.current_epoch + 1), on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._log(trainer, module)
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, module)
+
+
 def run_callbacks(run_dir: Path, monitors: Sequence[pl.Callback], *, progress_bar: bool,
-                  after_last_step: str = '', rename: dict[str, str] | None = None
-                  ) -> tuple[list[pl.Callback], StopWatcher]:
+                  after_last_step: str = '') -> tuple[list[pl.Callback], StopWatcher]:
     """The callbacks of a run, in the order they must run at an epoch's end: the progress bar,
-    the command's ``monitors`` (summaries, export), the RNG state, the stop watcher, and last
-    the checkpoint (so it holds the RNG state after the monitors drew from it). Returns them and
-    the :class:`StopWatcher` to pass to :func:`fit_watched`."""
+    the command's ``monitors`` (summaries, export), the TensorBoard x-axis (:class:`EpochAxis`),
+    the RNG state, the stop watcher, and last the checkpoint (so it holds the RNG state after the
+    monitors drew from it). Returns them and the :class:`StopWatcher` to pass to :func:`fit_watched`."""
     stop = StopWatcher()
-    bar = [EpochProgressBar(after_last_step=after_last_step, rename=rename)] if progress_bar else []
-    return [*bar, *monitors, RngStateCallback(), stop, checkpoint_callback(run_dir)], stop
+    bar = [EpochProgressBar(after_last_step=after_last_step)] if progress_bar else []
+    return [*bar, *monitors, EpochAxis(), RngStateCallback(), stop, checkpoint_callback(run_dir)], stop
 
 
 def trainer_kwargs(run_dir: str | os.PathLike, *, settings: dict[str, Any] | None = None,
