@@ -263,6 +263,24 @@ def _download_cifar10(target: Path) -> str:
 # Image folders
 # --------------------------------------------------------------------------------------------
 
+def _class_folders(folder: Path, skip: Sequence[str] = ()) -> list[str]:
+    """The names of the sub-folders of ``folder`` (sorted), except those in ``skip``; at least one."""
+    from torchvision.datasets.folder import find_classes
+
+    if not folder.is_dir():
+        what = 'is a file, not a folder of class folders' if folder.exists() else 'not found'
+        raise DataError(f'image folder {what}: {folder}')
+    try:
+        names = [name for name in find_classes(str(folder))[0] if name not in skip]
+    except FileNotFoundError:
+        names = []
+    except OSError as exc:
+        raise DataError(f'cannot read image folder {folder}: {exc}') from None
+    if not names:
+        raise DataError(f'no class sub-folders in {folder} (expected one folder of images per class)')
+    return names
+
+
 def _read_image_folder(folder: Path, image_size: int,
                        class_to_idx: dict[str, int] | None = None, skip: Sequence[str] = ()
                        ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -273,22 +291,10 @@ def _read_image_folder(folder: Path, image_size: int,
     must be one of its classes.
     """
     from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
     from torchvision.transforms.functional import pil_to_tensor
 
-    if not folder.is_dir():
-        what = 'is a file, not a folder of class folders' if folder.exists() else 'not found'
-        raise DataError(f'image folder {what}: {folder}')
-    try:
-        names, _ = find_classes(str(folder))
-        names = [name for name in names if name not in skip]
-        if not names:
-            raise FileNotFoundError(folder)
-    except FileNotFoundError:
-        raise DataError(f'no class sub-folders in {folder} (expected one folder of images '
-                        f'per class)') from None
-    except OSError as exc:
-        raise DataError(f'cannot read image folder {folder}: {exc}') from None
+    names = _class_folders(folder, skip)
     if class_to_idx is None:
         lookup = {name: i for i, name in enumerate(names)}
     else:
