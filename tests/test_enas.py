@@ -149,6 +149,26 @@ def test_diverging_controller_raises_controller_diverged(tmp_path):
     assert isinstance(caught.value, NonFiniteLossError)     # what the commands already stop on
 
 
+def test_controller_phase_never_ends_with_nan_weights(tmp_path):
+    """An update that leaves NaN/inf in the controller's weights stops the phase (no checkpoint can hold them)."""
+    space = MacroSpace(num_layers=2, channels=4)
+    trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy, torch.optim.SGD(space.parameters(), lr=0.05),
+                          1, synthetic(16), batch_size=8, workers=0, device='cpu', ctrl_steps=2,
+                          ctrl_steps_aggregate=2, num_candidates=1, trainer_kwargs=quiet_trainer(tmp_path))
+    module = trainer.module
+    real_step = module.ctrl_optimizer.step
+
+    def step_then_poison(*args, **kwargs):        # the last update's step overflows one weight
+        result = real_step(*args, **kwargs)
+        if module._controller_version == 1:
+            with torch.no_grad():
+                module.controller.attn_v.weight[0, 0] = math.inf
+        return result
+    module.ctrl_optimizer.step = step_then_poison
+    with pytest.raises(ControllerDivergedError, match=r'weights \(attn_v.weight\)'):
+        module.train_controller()
+
+
 def test_nan_controller_weights_are_caught_in_every_walk():
     from nni_enas import ReinforceController
     ctrl = ReinforceController(MacroSpace(num_layers=2, channels=4), lstm_size=8)

@@ -350,15 +350,15 @@ def test_diverging_controller_is_one_error_line(tmp_path, capsys, monkeypatch):
 
 def test_controller_diverging_in_epoch_2_keeps_epoch_1(tmp_path, capsys, monkeypatch):
     from nni_enas.search.enas import EnasModule
-    real_update = EnasModule._controller_update
+    real_phase = EnasModule.train_controller
 
-    def update_then_poison(self, batches, update):      # epoch 2's update leaves NaN in the controller
-        result = real_update(self, batches, update)
+    def phase_then_poison(self):      # epoch 2's controller phase leaves NaN in the controller
+        stats = real_phase(self)
         if self.current_epoch == 1:
             with torch.no_grad():
                 next(self.controller.parameters()).fill_(float('nan'))
-        return result
-    monkeypatch.setattr(EnasModule, '_controller_update', update_then_poison)
+        return stats
+    monkeypatch.setattr(EnasModule, 'train_controller', phase_then_poison)
     monkeypatch.chdir(tmp_path)
     rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '3', '--output', 'run'], capsys)
     assert rc == 1, err
