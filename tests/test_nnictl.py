@@ -219,6 +219,28 @@ def test_report_shapes(fake_trial, nni_report):
         nni_report.report_epoch({'loss': 1.0}, 'mean_reward')
 
 
+def test_readme_names_the_trial_files_and_the_web_ui_column_nni_really_has():
+    """What the README tells a user to look for exists in the installed NNI (issue 21).
+
+    NNI 3.0 writes ``trial.log`` (its trial runtime, where the local training service's stdout
+    goes), ``trial.stdout`` and ``trial.stderr`` (its trial keeper); its web UI titles a column per
+    field of the final result ``<field> (metric)``, so the final result's ``export`` is the
+    ``export (metric)`` column of *Trials detail* (Add/Remove columns).
+    """
+    import nni
+    import nni_node
+    runtime = (Path(nni.__file__).parent / 'runtime' / 'log.py').read_text()
+    keeper = (Path(nni_node.__file__).parent / 'common' / 'trial_keeper' / 'process.js').read_text()
+    assert "'trial.log'" in runtime and "'trial.stdout'" in keeper and "'trial.stderr'" in keeper
+    web_ui = ''.join(p.read_text(errors='replace')
+                     for p in (Path(nni_node.__file__).parent / 'static' / 'static' / 'js').glob('main.*.js'))
+    assert "(metric)" in web_ui and 'Add/Remove columns' in ''.join(
+        p.read_text(errors='replace') for p in (Path(nni_node.__file__).parent / 'static').rglob('*.chunk.js'))
+    readme = ' '.join((REPO / 'README.md').read_text().split())
+    for name in ('`trial.log`', '`trial.stdout`', '`trial.stderr`', '`export (metric)`', '*Add/Remove columns*'):
+        assert name in readme, name
+
+
 # --------------------------------------------------------------------------- real nnictl run
 
 def _free_port():

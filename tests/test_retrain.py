@@ -185,9 +185,27 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
     assert result['epochs'] == 1 and result['devices'] == 1 and result['precision'] == '32-true'
     assert (out / 'checkpoints' / 'last.ckpt').is_file() and (out / 'args.json').is_file()
     assert any((out / 'tensorboard').glob('events.out.tfevents.*'))
+    # TensorBoard: the training values under retraining's words (not the search's child_*), all at the epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / 'tensorboard'), size_guidance={'scalars': 0})
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+    assert {'train_loss', 'train_acc', 'test_loss', 'test_acc', 'retrain/lr'} <= set(steps), sorted(steps)
+    assert not [tag for tag in steps if tag.startswith('child_')]
+    assert set(map(tuple, steps.values())) == {(1,)}
     from PIL import Image
     with Image.open(out / 'architecture.png') as image:      # the network drawn, as the README says
         assert image.format == 'PNG' and image.width > 100
+
+
+def test_micro_trains_through_a_last_batch_of_one_image(tmp_path, capsys):
+    # 17 training images in batches of 16: the last batch holds one image (before: a BatchNorm ValueError)
+    out = tmp_path / 'run'
+    status = retrain.main(['--arc', 'paper-micro', *TINY, '--synthetic-size', '17', '--epochs', '1', '--layers', '3',
+                           '--output', str(out), '--cuda-graphs', 'off'])
+    assert status == 0, capsys.readouterr().err
+    result = read_result(out)
+    assert result['epochs'] == 1 and result['space_args']['auxiliary'] is True
 
 
 def test_exported_search_architecture_retrains_and_resumes_exactly(tmp_path, capsys):

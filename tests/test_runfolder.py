@@ -232,7 +232,7 @@ def test_the_stop_message_is_true_when_nothing_was_saved(tmp_path, capsys):
 # 14.11: progress bar
 # --------------------------------------------------------------------------------------------
 
-def test_progress_bar_only_on_a_terminal_erased_at_the_end_and_relabelled(monkeypatch):
+def test_progress_bar_only_on_a_terminal_erased_at_the_end_without_lightning_extras(monkeypatch):
     class Stream:
         def __init__(self, tty):
             self.tty = tty
@@ -245,6 +245,10 @@ def test_progress_bar_only_on_a_terminal_erased_at_the_end_and_relabelled(monkey
         assert runcontrol.want_progress_bar(None) is expected
     monkeypatch.undo()
     assert runcontrol.want_progress_bar(True) and not runcontrol.want_progress_bar(False)
-    bar = runcontrol.EpochProgressBar(rename={'child_loss': 'train_loss'})
+    bar = runcontrol.EpochProgressBar()
     assert bar.init_train_tqdm().leave is False
-    assert bar.rename == {'child_loss': 'train_loss'}
+    # the bar shows what the module logs, without Lightning's version and the TensorBoard x-axis (EpochAxis)
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    monkeypatch.setattr(TQDMProgressBar, 'get_metrics', lambda self, trainer, module: {'v_num': 0, 'step': 2.0,
+                                                                                      'train_loss': 1.5})
+    assert bar.get_metrics(None, None) == {'train_loss': 1.5}

@@ -43,6 +43,8 @@ _CIFAR10_FILES = _CIFAR10_TRAIN_FILES + ['test_batch', 'batches.meta']
 
 #: Fraction of the images held out when a set has no separate split of the needed size.
 HOLDOUT_FRACTION = 0.1
+# The test set's folder in an image folder (the first that exists); never a class beside class folders.
+HELD_OUT_FOLDERS = ('val', 'test')
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,28 +252,38 @@ def _download_cifar10(target: Path) -> str:
 # Image folders
 # --------------------------------------------------------------------------------------------
 
-def _read_image_folder(folder: Path, image_size: int,
-                       class_to_idx: dict[str, int] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode every image under ``folder/<class>/`` to uint8 RGB ``[N, 3, S, S]``.
-
-    Without ``class_to_idx`` the classes are the sub-folders that hold at least one image,
-    sorted by name.  With it (a test folder), each sub-folder must be one of its classes.
-    """
-    from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    from torchvision.transforms.functional import pil_to_tensor
+def _class_folders(folder: Path, skip: Sequence[str] = ()) -> list[str]:
+    """The names of the sub-folders of ``folder`` (sorted), except those in ``skip``; at least one."""
+    from torchvision.datasets.folder import find_classes
 
     if not folder.is_dir():
         what = 'is a file, not a folder of class folders' if folder.exists() else 'not found'
         raise DataError(f'image folder {what}: {folder}')
     try:
-        names, _ = find_classes(str(folder))
+        names = [name for name in find_classes(str(folder))[0] if name not in skip]
     except FileNotFoundError:
-        raise DataError(f'no class sub-folders in {folder} (expected one folder of images '
-                        f'per class)') from None
+        names = []
     except OSError as exc:
         raise DataError(f'cannot read image folder {folder}: {exc}') from None
+    if not names:
+        raise DataError(f'no class sub-folders in {folder} (expected one folder of images per class)')
+    return names
+
+
+def _read_image_folder(folder: Path, image_size: int,
+                       class_to_idx: dict[str, int] | None = None, skip: Sequence[str] = ()
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every image under ``folder/<class>/`` to uint8 RGB ``[N, 3, S, S]``.
+
+    Without ``class_to_idx`` the classes are the sub-folders that hold at least one image,
+    sorted by name, except those named in ``skip``.  With it (a test folder), each sub-folder
+    must be one of its classes.
+    """
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.transforms.functional import pil_to_tensor
+
+    names = _class_folders(folder, skip)
     if class_to_idx is None:
         lookup = {name: i for i, name in enumerate(names)}
     else:
@@ -311,25 +323,40 @@ def _read_image_folder(folder: Path, image_size: int,
     return images, labels, classes
 
 
+def _check_test_folder(test_dir: Path) -> None:
+    """Refuse a test folder without class folders (e.g. a class that happens to be named ``val``)."""
+    try:
+        has_classes = any(p.is_dir() for p in test_dir.iterdir())
+    except OSError as exc:
+        raise DataError(f'cannot read image folder {test_dir}: {exc}') from None
+    if not has_classes:
+        raise DataError(f'{test_dir} holds no class folders: {test_dir.name}/ is read as the test set, one folder '
+                        f'per class (rename it if it is a class)')
+
+
 def _load_imagefolder(data_dir: Path, image_size: int, seed: int
                       ) -> tuple[torch.Tensor, torch.Tensor, list[str],
                                  torch.Tensor, torch.Tensor]:
     """(train images, train labels, classes, test images, test labels) of an image folder.
 
-    One sub-folder of images per class (torchvision ``ImageFolder`` layout). If ``data_dir/train``
-    and ``data_dir/val`` (or ``data_dir/test``) both exist they are the training and test sets;
-    otherwise the image folder is ``data_dir/train`` if it exists, else ``data_dir`` itself: it is
-    shuffled with ``seed`` and its last 10% (at least one image) is held out as the test set, which
-    neither split trains on. The training images are shuffled with ``seed`` in every layout, so the
-    search split's valid tail is a random sample. Images are converted to RGB and resized to
-    ``image_size`` x ``image_size`` (bilinear, aspect ratio not kept).
+    One sub-folder of images per class (torchvision ``ImageFolder`` layout). The test set is
+    ``data_dir/val`` (or else ``data_dir/test``) when it exists, and the training set
+    ``data_dir/train`` if it exists, else the class folders of ``data_dir`` itself: beside class
+    folders, ``val/`` and ``test/`` are never classes (a ``val/`` without class folders in it is
+    refused). Without a test folder, the training folder is shuffled with ``seed`` and its last
+    10% (at least one image) is held out as the test set, which neither split trains on. The
+    training images are shuffled with ``seed`` in every layout, so the search split's valid tail
+    is a random sample. Images are converted to RGB and resized to ``image_size`` x
+    ``image_size`` (bilinear, aspect ratio not kept).
     """
     # Image folders list images class by class: shuffle (seeded) so that a tail is a fair sample.
     generator = torch.Generator().manual_seed(seed)
     train_dir = data_dir / 'train' if (data_dir / 'train').is_dir() else data_dir
-    test_dir = next((data_dir / n for n in ('val', 'test') if (data_dir / n).is_dir()), None)
-    if train_dir != data_dir and test_dir is not None:
-        images, labels, classes = _read_image_folder(train_dir, image_size)
+    test_dir = next((data_dir / n for n in HELD_OUT_FOLDERS if (data_dir / n).is_dir()), None)
+    if test_dir is not None:
+        _check_test_folder(test_dir)
+        skip = HELD_OUT_FOLDERS if train_dir == data_dir else ()
+        images, labels, classes = _read_image_folder(train_dir, image_size, skip=skip)
         perm = torch.randperm(len(labels), generator=generator)
         test_images, test_labels, _ = _read_image_folder(
             test_dir, image_size, {name: i for i, name in enumerate(classes)})

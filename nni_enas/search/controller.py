@@ -41,6 +41,7 @@ earlier in the walk (NNI's ``simplify()`` lists it first); otherwise the decisio
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -51,7 +52,19 @@ import torch.nn.functional as F
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from nni.nas.nn.pytorch import LayerChoice, MutableModule, Repeat
 
-__all__ = ['ReinforceController', 'Decision', 'decisions_of', 'activity_rules']
+from nni_enas.arguments import check_number, check_numbers
+from nni_enas.training.classification import NonFiniteLossError
+
+__all__ = ['ReinforceController', 'ControllerDivergedError', 'check_controller_arguments', 'Decision', 'decisions_of',
+           'activity_rules']
+
+
+class ControllerDivergedError(NonFiniteLossError):
+    """The controller diverged: NaN/inf in its probabilities, its loss or its baseline.
+
+    A :class:`~nni_enas.training.classification.NonFiniteLossError`, so whatever stops a run on a
+    NaN child loss stops it here too (the commands: one ``error:`` line, exit status 1).
+    """
 
 
 @dataclass
@@ -157,6 +170,39 @@ def _group_inputs(decisions: list[Decision]) -> dict[str, int | None]:
     return found
 
 
+def check_controller_arguments(**kwargs) -> None:
+    """Raise ``TypeError``/``ValueError`` for keyword arguments :class:`ReinforceController` would refuse.
+
+    Needs no space, so :class:`~nni_enas.search.enas.EnasModule` checks its ``ctrl_kwargs`` when it
+    is built, not when the fit starts. An unknown keyword (e.g. NNI 2.x's ``entropy_reduction``)
+    is a ``TypeError`` that lists the accepted ones.
+    """
+    accepted = [name for name in inspect.signature(ReinforceController.__init__).parameters
+                if name not in ('self', 'space')]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f'ReinforceController got unexpected keyword argument(s) {", ".join(map(repr, unknown))}; '
+                        f'it accepts {", ".join(accepted)}')
+    get = kwargs.get
+    if 'lstm_num_layers' in kwargs and (isinstance(get('lstm_num_layers'), bool) or get('lstm_num_layers') != 1):
+        raise ValueError(f'lstm_num_layers must be 1 (the paper\'s controller is a one-layer LSTM), '
+                         f'got {get("lstm_num_layers")!r}')
+    if 'lstm_size' in kwargs:
+        check_number('lstm_size', get('lstm_size'), low=1, integer=True)
+    for name in ('tanh_constant', 'temperature', 'op_tanh_reduce'):
+        if name in kwargs:
+            check_number(name, get(name), low=0, low_open=True, optional=name != 'op_tanh_reduce')
+    if 'skip_target' in kwargs:
+        check_number('skip_target', get('skip_target'), low=0, high=1, low_open=True, high_open=True,
+                     why='the skip penalty is the KL divergence to Bernoulli(skip_target), infinite at 0 and 1')
+    check_numbers('op_bias', get('op_bias'), optional=True)
+    offsets = get('group_logit_offset')
+    if offsets is not None and not isinstance(offsets, dict):
+        raise TypeError(f'group_logit_offset must be a dict {{group: list of numbers}} or None, got {offsets!r}')
+    for group, values in (offsets or {}).items():
+        check_numbers(f'group_logit_offset[{group!r}]', values)
+
+
 class ReinforceController(nn.Module):
     """The paper's LSTM controller, trained with REINFORCE.
 
@@ -182,6 +228,11 @@ class ReinforceController(nn.Module):
     group_logit_offset
         Constant added to op logits after the tanh, per group (TF micro adds
         [0.25, 0.25, -0.25, -0.25, -0.25] in the normal cell).
+    lstm_num_layers
+        Accepted for NNI 2.x code; must be 1 (the paper's controller is a one-layer LSTM).
+
+    Every argument is checked here (:func:`check_controller_arguments`): a value out of range is a
+    ``ValueError`` naming the argument, its value and the allowed range, a wrong type a ``TypeError``.
 
     Examples
     --------
@@ -194,7 +245,11 @@ class ReinforceController(nn.Module):
 
     def __init__(self, space, lstm_size: int = 64, tanh_constant: float | None = 1.5, op_tanh_reduce: float = 1.0,
                  temperature: float | None = None, skip_target: float = 0.4, op_bias: Sequence[float] | None = None,
-                 group_logit_offset: dict[str, Sequence[float]] | None = None):
+                 group_logit_offset: dict[str, Sequence[float]] | None = None, lstm_num_layers: int = 1):
+        check_controller_arguments(
+            lstm_size=lstm_size, tanh_constant=tanh_constant, op_tanh_reduce=op_tanh_reduce, temperature=temperature,
+            skip_target=skip_target, op_bias=op_bias, group_logit_offset=group_logit_offset,
+            lstm_num_layers=lstm_num_layers)
         super().__init__()
         self.decisions = decisions_of(space)
         if not self.decisions:
@@ -419,6 +474,17 @@ class _Walk:
             return logits, None
         return ctrl._squash(ctrl.input_soft[ctrl._head(d)](h), op=False), None
 
+    @staticmethod
+    def draw(d, sampler, p):
+        """``sampler(p)``; torch refuses NaN/inf probabilities with a RuntimeError: say the controller diverged."""
+        try:
+            return sampler(p)
+        except RuntimeError:
+            if bool(torch.isfinite(p).all()):
+                raise
+            raise ControllerDivergedError(f'the controller diverged: its probabilities for {d.label!r} '
+                                          'are NaN/inf') from None
+
     def pick_skips(self, d, logits, values, active):
         """Independent on/off picks (a skip decision): log-prob, entropy, next input, column, p(on)."""
         ctrl = self.ctrl
@@ -430,7 +496,7 @@ class _Walk:
         if self.given is not None:
             bits = ctrl._given(d, self.given).to(self.device)
         elif self.policy == 'sample':
-            bits = torch.bernoulli(p_on.detach())
+            bits = self.draw(d, torch.bernoulli, p_on.detach())
         else:
             bits = (p_on.detach() > 0.5).float()
         lp = torch.where(bits.bool(), log_on, log_off).sum(-1)
@@ -454,7 +520,7 @@ class _Walk:
         if self.given is not None:
             index = ctrl._given(d, self.given).to(self.device)
         elif self.policy == 'sample':
-            index = torch.multinomial(p.detach(), 1).squeeze(1)
+            index = self.draw(d, lambda q: torch.multinomial(q, 1), p.detach()).squeeze(1)
         else:
             index = log_p.detach().argmax(-1)
         lp = log_p.gather(1, index.unsqueeze(1)).squeeze(1)
@@ -495,6 +561,9 @@ class _Walk:
         n, device = self.n, self.device
         log_prob = torch.stack(self.log_probs).sum(0)
         entropy = torch.stack(self.entropies).sum(0)
+        # One check per walk (greedy and given architectures have no sampler to refuse NaN).
+        if not bool(torch.isfinite(log_prob.detach() + entropy.detach()).all()):
+            raise ControllerDivergedError('the controller diverged: NaN/inf in its log-probabilities or entropy')
         if not self.kls:
             penalty = torch.zeros(n, device=device)
         elif all(m is None for m in self.kl_counts):

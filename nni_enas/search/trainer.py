@@ -13,9 +13,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from nni_enas.search.enas import Enas, EnasModule
+from nni_enas.arguments import check_number
+from nni_enas.search.enas import Enas, EnasModule, check_enas_arguments
 from nni_enas.search.export import ArchitectureExport
 from nni_enas.training.classification import ChildTraining
+from nni_enas.training.cuda_graphs import use_cuda_graphs
 
 __all__ = ['EnasTrainer']
 
@@ -79,6 +81,11 @@ class EnasTrainer:
     callbacks, trainer_kwargs
         Extra Lightning callbacks and ``pl.Trainer`` arguments (e.g. ``default_root_dir``, ``logger``).
 
+    Every numeric argument is checked before the space is touched (``num_epochs`` and
+    ``batch_size`` >= 1, ``workers`` >= 0, ``aux_weight`` >= 0, and those of
+    :class:`~nni_enas.search.enas.EnasModule`): a ``ValueError`` or ``TypeError`` naming the
+    argument, its value and the allowed range.
+
     Examples
     --------
     >>> space = MacroSpace(num_layers=4, channels=8)
@@ -97,6 +104,17 @@ class EnasTrainer:
                  callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None,
                  reward_metric_name: str | None = None, reward_metric_mode: str | None = None,
                  cuda_graphs: str = 'auto', export_path: str | None = None):
+        # Every argument checked before the space is turned into a supernet (in place).
+        for name, value, low in (('num_epochs', num_epochs, 1), ('batch_size', batch_size, 1), ('workers', workers, 0)):
+            check_number(name, value, low=low, integer=True)
+        check_number('log_frequency', log_frequency, low=1, integer=True, optional=True)
+        check_number('aux_weight', aux_weight, low=0)
+        check_enas_arguments(
+            grad_clip=grad_clip, entropy_weight=entropy_weight, skip_weight=skip_weight, baseline_decay=baseline_decay,
+            ctrl_lr=ctrl_lr, ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
+            num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode,
+            reward_metric_name=reward_metric_name, reward_metric_mode=reward_metric_mode, reward_function=reward_function)
+        use_cuda_graphs(cuda_graphs, None)
         self.space = model
         self.num_epochs = num_epochs
         self.device = device

@@ -177,7 +177,17 @@ class AuxiliaryHead(nn.Module):
         self.classifier = nn.Linear(768, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        # A training batch of one image leaves the last BatchNorm (on 1x1 maps) one value per
+        # channel, which PyTorch refuses ("Expected more than 1 value per channel"). TF normalises
+        # it to the BN's bias (x - mean = 0) with no gradient to the input. Two copies of the image
+        # give exactly that (zero variance, the same output and gradients), and unlike skipping the
+        # head every parameter still gets a gradient (data parallelism needs that). The head's running
+        # statistics are never used: it only runs in training mode.
+        single = self.training and x.shape[0] == 1
+        if single:
+            x = x.expand(2, *x.shape[1:])
+        out = self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return out[:1] if single else out
 
 
 class MicroSpace(EnasSpace):
