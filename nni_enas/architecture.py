@@ -30,10 +30,10 @@ import torch.nn as nn
 from nni.mutable import Categorical, CategoricalMultiple
 from nni.nas.space import model_context
 
-from .files import write_json_atomic
-from .limits import MAX_PARAMETERS, SPACE_ARG_RANGES   # the one table of limits (re-exported)
-from .macro import MacroSpace
-from .micro import MicroSpace
+from nni_enas.files import write_json_atomic
+from nni_enas.limits import MAX_PARAMETERS, SPACE_ARG_RANGES   # the one table of limits (re-exported)
+from nni_enas.spaces.macro import MacroSpace
+from nni_enas.spaces.micro import MicroSpace
 
 __all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
            'load_architecture', 'architecture_path', 'build_space', 'build_network', 'check_arch', 'check_record',

@@ -103,6 +103,6 @@ FLAG_RANGES: dict[str, Range] = {
     # probabilities
     'skip_target': Range(float, 0, 1, open_low=True, open_high=True),
     'baseline_decay': Range(float, 0, 1, open_high=True),
-    # python3 -m nni_enas.draw: pixels per drawing unit (below 0.1 the text has no pixels left)
+    # python3 -m nni_enas.draw: pixels per drawing unit (under 0.1 the text would be under 2 pixels, or no font)
     'scale': Range(float, 0.1, 10),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ops import MACRO_OPS, MICRO_OPS
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS
 
 SEARCH = {
     'macro': dict(
@@ -166,7 +166,7 @@ def _ints(tokens: str | list[int]) -> list[int]:
 def macro_arch_from_tf(tokens: str | list[int]) -> dict[str, Any]:
     """Our macro labels for a TF macro ``fixed_arc`` (ENAS_SPEC A.5).
 
-    Layer i contributes its op index (into :data:`~nni_enas.ops.MACRO_OPS`), then i skip bits;
+    Layer i contributes its op index (into :data:`~nni_enas.spaces.ops.MACRO_OPS`), then i skip bits;
     bit j selects element j of ``[stem, layer_0, ..., layer_{i-2}]``, which is exactly the
     candidate list of our ``layer_{i}/skip``.
     """

@@ -6,8 +6,8 @@
 
 Each case is the command's ``main(argv)`` called in this process, in an empty temporary folder,
 on tiny synthetic settings with the flag appended (argparse: the last value wins). The run stops
-where work would start (``runfolder.start_run_dir``, the first write; for the drawing,
-``draw_architecture``): a value that gets there passed every check and is *legal*. Integer flags
+where work would start (``run.folder.start_run_dir``, the first write; for the drawing,
+``draw.cli.draw_architecture``): a value that gets there passed every check and is *legal*. Integer flags
 get 1e9 and 1e18 written as integers (``1000000000``), the harder case: ``1e9`` itself is not an
 integer and is refused at once. With ``--run-legal`` each legal case also runs as a subprocess
 (``--epochs 1``) under a time limit, and its exit status and stderr are reported.
@@ -91,7 +91,8 @@ def _files(folder: Path) -> list[str]:
 
 def run_case(command: str, main, flag: str, value: str) -> Case:
     """``main(base + [flag, value])`` in a fresh temporary folder, stopped where work would start."""
-    from nni_enas import draw, runfolder
+    from nni_enas.draw import cli as draw
+    from nni_enas.run import folder as runfolder
     base = list(BASE[command])
     if flag == '--nodes':
         base[1] = 'micro'

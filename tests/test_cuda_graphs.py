@@ -1,4 +1,4 @@
-"""CUDA-graph wrapping (nni_enas/cuda_graphs.py) and its use by ChildTraining, on the CPU.
+"""CUDA-graph wrapping (nni_enas/training/cuda_graphs.py) and its use by ChildTraining, on the CPU.
 
 There is no GPU in the test suite: the wrapper's dispatch (which calls a graph serves, keys,
 fallbacks, BN-statistics restore, the one warning) runs with a CPU stand-in whose "capture"
@@ -23,14 +23,14 @@ from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa:
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer  # noqa: E402
 
 from nni_enas import MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.controller import ReinforceController  # noqa: E402
-from nni_enas.cuda_graphs import (WARMUP_ITERS, CudaGraphModule, _GraphSet, graph_supernet,  # noqa: E402
+from nni_enas.search.controller import ReinforceController  # noqa: E402
+from nni_enas.training.cuda_graphs import (WARMUP_ITERS, CudaGraphModule, _GraphSet, graph_supernet,  # noqa: E402
                                   use_cuda_graphs)
-from nni_enas.enas import Enas  # noqa: E402
-from nni_enas.macro import reduction_layers  # noqa: E402
-from nni_enas.micro import drop_path  # noqa: E402
-from nni_enas.ops import MACRO_OPS  # noqa: E402
-from nni_enas.recipe import ChildTraining, NonFiniteLossError, enas_sgd  # noqa: E402
+from nni_enas.search.enas import Enas  # noqa: E402
+from nni_enas.spaces.macro import reduction_layers  # noqa: E402
+from nni_enas.spaces.micro import drop_path  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS  # noqa: E402
+from nni_enas.training.classification import ChildTraining, NonFiniteLossError, enas_sgd  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -35,14 +35,16 @@ if str(REPO) not in sys.path:
 import flag_sweep  # noqa: E402
 import retrain  # noqa: E402
 import search  # noqa: E402
-from nni_enas import draw, runfolder, sizes  # noqa: E402
+from nni_enas import draw  # noqa: E402
+from nni_enas.run import folder as runfolder  # noqa: E402
+from nni_enas.run import sizes  # noqa: E402
 from nni_enas.architecture import (SPACE_ARG_RANGES, architecture_record, count_parameters,  # noqa: E402
                                    estimate_space_parameters, parameter_bound)
-from nni_enas.checkpoints import RunIdentity, checkpoint_epoch  # noqa: E402
-from nni_enas.controller import ReinforceController  # noqa: E402
+from nni_enas.run.checkpoints import RunIdentity, checkpoint_epoch  # noqa: E402
+from nni_enas.search.controller import ReinforceController  # noqa: E402
 from nni_enas.limits import FLAG_RANGES  # noqa: E402
-from nni_enas.macro import MacroSpace  # noqa: E402
-from nni_enas.micro import MicroSpace  # noqa: E402
+from nni_enas.spaces.macro import MacroSpace  # noqa: E402
+from nni_enas.spaces.micro import MicroSpace  # noqa: E402
 
 SEARCH_TINY = ['--search-for', 'macro', '--dataset', 'synthetic', '--synthetic-size', '48', '--layers', '2',
                '--channels', '4', '--batch-size', '16', '--ctrl-steps', '1', '--ctrl-steps-aggregate', '2',
@@ -164,7 +166,7 @@ def test_retrain_and_draw_refuse_such_a_file_with_one_line(space, message, tmp_p
                                                     f'3,080 GB of memory; this machine has'),
     (retrain.main, ['--synthetic-size', str(10**9)], f'--synthetic-size {10**9}: the synthetic images would take '
                                                      f'3,696 GB of memory; this machine has'),
-    (retrain.main, ['--channels', '1024', '--layers', '100'], 'parameters, more than 1,000,000,000'),
+    (retrain.main, ['--channels', '1024', '--layers', '15'], 'parameters, more than 1,000,000,000'),
     (retrain.main, ['--devices', '1024'], '--devices 1024: more CPU processes than the'),
 ])
 def test_what_cannot_fit_is_refused_with_the_estimate(main, argv, message, tmp_path, capsys, monkeypatch):

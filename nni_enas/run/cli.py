@@ -4,7 +4,7 @@
   (:class:`ArgumentParser`, :class:`CliError`, :func:`fail`, :func:`run_main`, the ``type=``
   check of every numeric flag, :func:`ranged`, from the one table of limits ``limits.FLAG_RANGES``);
 * out of memory or a full disk is one ``error:`` line and exit status 1 (:func:`run_main`, with
-  :mod:`nni_enas.failures`); after the ``done:`` line signals are ignored (:func:`finished`);
+  :mod:`nni_enas.run.failures`); after the ``done:`` line signals are ignored (:func:`finished`);
 * the paper's settings become flags: one per key of ``paper.SEARCH`` / ``paper.FINAL``, with the
   help and value kind written beside the table (``paper.SEARCH_FLAGS`` / ``paper.FINAL_FLAGS``)
   and the per-space default in the help (:func:`add_paper_flags`, :func:`fill_paper_defaults`);
@@ -29,9 +29,9 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
-from .cuda_graphs import MODES as CUDA_GRAPH_MODES
-from .failures import resource_failure
-from .limits import FLAG_RANGES
+from nni_enas.limits import FLAG_RANGES
+from nni_enas.run.failures import resource_failure
+from nni_enas.training.cuda_graphs import MODES as CUDA_GRAPH_MODES
 
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
@@ -49,10 +49,6 @@ EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
 # --------------------------------------------------------------------------------------------
 # errors and the argument parser
 # --------------------------------------------------------------------------------------------
-
-class TerminateRequest(KeyboardInterrupt):
-    """SIGTERM turned into an exception (see :func:`nni_enas.runcontrol.sigterm_as_interrupt`)."""
-
 
 class CliError(Exception):
     """Bad input found by a script; the message is one line for the user (exit status 2)."""
@@ -85,11 +81,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class TerminateRequest(KeyboardInterrupt):
+    """SIGTERM turned into an exception (see :func:`nni_enas.run.control.sigterm_as_interrupt`)."""
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *,
              user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Call ``main(argv)``; turn :class:`CliError` and ``user_errors`` into ``error:`` + status 2.
 
-    Out of memory or a full disk (:func:`~nni_enas.failures.resource_failure`, anywhere along the
+    Out of memory or a full disk (:func:`~nni_enas.run.failures.resource_failure`, anywhere along the
     exception's chain) is one ``error:`` line saying what to change, status 1. A Ctrl-C or SIGTERM
     that reaches here (outside a Lightning fit, which handles its own) gives status 130 / 143.
     Returns the exit status, so ``sys.exit(run_main(...))`` in the script and a plain call in tests;

@@ -24,7 +24,7 @@ class EnasSpace(ModelSpace):
     anchor structure (label ``group/unit/name``; each unit's input and skip candidates are the
     group's ``g`` leading inputs followed by its earlier units): a dict ``group -> g``. Declared
     groups get attention over anchors; a space that declares none gets plain heads (see
-    :mod:`nni_enas.controller`).
+    :mod:`nni_enas.search.controller`).
     """
 
     name: str = ''

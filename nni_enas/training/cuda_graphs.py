@@ -108,7 +108,7 @@ Per-call checks
     dev machine (0.4 ms for a whole paper-size micro network, a few us per supernet module).
 Data parallelism
     Not handled here: the retraining recipe turns graphs off under DDP (see
-    :class:`~nni_enas.recipe.ChildTraining`).
+    :class:`~nni_enas.training.classification.ChildTraining`).
 Copies of a wrapped module
     The wrapper replaces the module's ``forward`` attribute, not the module, so parameter
     names, checkpoints, ``isinstance`` checks and exports are unchanged. ``copy.deepcopy`` of

@@ -12,7 +12,7 @@ hanging, or failing in the allocator after the run folder was made:
 
 Estimates are cheap: a free upper bound first, the exact count (three narrow builds, see
 :func:`nni_enas.architecture.estimate_space_parameters`) only when the bound is over the ceiling.
-Out of memory at run time is :mod:`nni_enas.failures`' business.
+Out of memory at run time is :mod:`nni_enas.run.failures`' business.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from .architecture import SPACES, count_parameters, estimate_space_parameters, parameter_bound
-from .cli import fail
-from .controller import ReinforceController
-from .limits import MAX_PARAMETERS
+from nni_enas.architecture import SPACES, count_parameters, estimate_space_parameters, parameter_bound
+from nni_enas.run.cli import fail
+from nni_enas.search.controller import ReinforceController
+from nni_enas.limits import MAX_PARAMETERS
 
 __all__ = ['machine_memory', 'gigabytes', 'parameters', 'image_set_bytes', 'sampling_bytes', 'check_search_sizes',
            'check_data_size', 'check_cpu_processes']
