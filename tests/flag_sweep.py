@@ -3,6 +3,7 @@
 
     python3 tests/flag_sweep.py                    # the table (Markdown), in a few seconds
     python3 tests/flag_sweep.py --run-legal 120    # also run every legal value for real (1 epoch each)
+    python3 tests/flag_sweep.py --per-flag         # one row per flag
 
 Each case is the command's ``main(argv)`` called in this process, in an empty temporary folder,
 on tiny synthetic settings with the flag appended (argparse: the last value wins). The run stops
@@ -160,10 +161,32 @@ def table(cases: list[Case]) -> str:
     return '\n'.join(rows)
 
 
+def table_per_flag(cases: list[Case]) -> str:
+    """One row per flag: each value's exit status (``legal``, or how the real run ended), and one refusal."""
+    rows = ['| command | flag | ' + ' | '.join(VALUES)
+            + ' | stderr lines of refusals | wrote anything | refusal at the largest value |',
+            '| --- | --- | ' + ' | '.join('---' for _ in VALUES) + ' | --- | --- | --- |']
+    groups: dict[tuple[str, str], list[Case]] = {}
+    for c in cases:
+        groups.setdefault((c.command, c.flag), []).append(c)
+    for (command, flag), group in groups.items():
+        cells = [str(c.status) if c.status != 'legal' else ('legal: ' + c.ran.split(':')[0] if c.ran else 'legal')
+                 for c in group]
+        refused = [c for c in group if c.status != 'legal']
+        lines = sorted({len(c.stderr) for c in refused})
+        note = refused[-1].stderr[0] if refused and refused[-1].stderr else ''
+        for suffix in (' (see search.py -h)', ' (see retrain.py -h)', ' (see python3 -m nni_enas.draw -h)'):
+            note = note.replace(suffix, '')
+        rows.append(f'| {command} | {flag} | ' + ' | '.join(cells) + f' | {",".join(map(str, lines))} | '
+                    f'{"yes" if any(c.wrote for c in group) else "no"} | {note.replace("|", "/")} |')
+    return '\n'.join(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--run-legal', type=float, metavar='SECONDS', default=None,
                    help='also run each legal case for real, each under this time limit')
+    p.add_argument('--per-flag', action='store_true', help='one row per flag instead of one per case')
     args = p.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -172,7 +195,7 @@ def main() -> int:
         for case in cases:
             if case.status == 'legal':
                 case.ran = run_for_real(case, args.run_legal)
-    print(table(cases))
+    print(table_per_flag(cases) if args.per_flag else table(cases))
     bad = [c for c in cases if not c.ok]
     legal = sum(c.status == 'legal' for c in cases)
     print(f'\n{len(cases)} cases: {len(cases) - legal - len(bad)} refused with one line and nothing written, '
