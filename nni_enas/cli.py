@@ -27,6 +27,7 @@ from typing import Any, Callable, NoReturn, Sequence
 import torch
 
 from .cuda_graphs import MODES as CUDA_GRAPH_MODES
+from .cuda_graphs import CudaGraphCaptureError
 
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
@@ -81,8 +82,10 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     """Call ``main(argv)``; turn :class:`CliError` and ``user_errors`` into ``error:`` + status 2.
 
     A Ctrl-C or SIGTERM that reaches here (outside a Lightning fit, which handles its own) gives
-    status 130 / 143. Returns the exit status, so ``sys.exit(run_main(...))`` in the script and a
-    plain call in tests.
+    status 130 / 143. A failed CUDA graph capture is its one ``error:`` line (rerun with
+    ``--cuda-graphs off``) and status 1, also when Lightning's teardown failed after it (on
+    torch < 2.13 its ``empty_cache`` trips over the dead capture). Returns the exit status, so
+    ``sys.exit(run_main(...))`` in the script and a plain call in tests.
     """
     from .runcontrol import TerminateRequest
     try:
@@ -98,6 +101,23 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         return EXIT_SIGINT
     except SystemExit as exc:   # argparse and -h
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    except Exception as exc:
+        capture = _capture_error(exc)
+        if capture is None:
+            raise
+        _print_error(str(capture))
+        return EXIT_FAILED
+
+
+def _capture_error(exc: BaseException | None) -> CudaGraphCaptureError | None:
+    """The :class:`CudaGraphCaptureError` that ``exc`` is, or was raised while handling."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CudaGraphCaptureError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def say(*parts: Any, file=None) -> None:
