@@ -502,7 +502,7 @@ def test_validate_after_fit_runs_graphed_again_after_lightnings_moves():
     net = micro_final(auxiliary=True)
     twin = copy.deepcopy(net)
     with warnings.catch_warnings():
-        warnings.filterwarnings('error', message='CUDA graphs of', category=RuntimeWarning)
+        warnings.filterwarnings('error', message='CUDA graphs of', category=RuntimeWarning)   # the old code's
         graphed, trainer, _ = fit(MovedByLightning, net, steps=3)
         wrapper = net.__dict__['forward']
         before = wrapper.replays
