@@ -149,7 +149,7 @@ def fixed_parameter_count(vocab_size: int = 10000, num_nodes: int = 12, hidden_s
 
 def _highway(pre: torch.Tensor, h_in: torch.Tensor, f) -> torch.Tensor:
     h_tilde, t = pre.chunk(2, dim=-1)
-    return h_in + torch.sigmoid(t) * (f(h_tilde) - h_in)
+    return torch.lerp(h_in, f(h_tilde), torch.sigmoid(t))     # h_in + sigmoid(t) * (f(h~) - h_in), one kernel
 
 
 def _locked_mask(p: float, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -296,10 +296,11 @@ class RecurrentSpace(EnasSpace):
         masks = self._masks(batch, weight)
         plan = self._plan()
         # x_t's half of node 0's matmul for the whole window at once: it does not depend on h.
-        xw = self._embed(tokens, masks) @ plan.w_x
+        # unbind, not xw[:, t]: one backward for all steps instead of a full-size zero gradient per step
+        xw = (self._embed(tokens, masks) @ plan.w_x).unbind(1)
         h, outputs = hidden, []
         for t in range(steps):
-            h = self._step(xw[:, t], h, plan, masks['h'])
+            h = self._step(xw[t], h, plan, masks['h'])
             outputs.append(h)
         states = torch.stack(outputs, dim=1)
         top = states if masks['o'] is None else states * masks['o']
