@@ -38,7 +38,8 @@ from nni.nas.nn.pytorch import MutableModule
 from nni_enas.spaces.base import EnasSpace
 from nni_enas.spaces.ops import RNN_ACTIVATIONS, rnn_activation
 
-__all__ = ['RecurrentSpace', 'RecurrentOutput', 'NodeChoice', 'FixedNode', 'fixed_parameter_count', 'loose_ends']
+__all__ = ['RecurrentSpace', 'RecurrentOutput', 'NodeChoice', 'FixedNode', 'fixed_parameter_count', 'loose_ends',
+           'weight_key']
 
 
 class RecurrentOutput(NamedTuple):
@@ -194,7 +195,9 @@ class RecurrentSpace(EnasSpace):
     """
 
     name = 'rnn'
-    # one group, no leading inputs: node j's prev candidates are the anchors of nodes 0..j-1 (TF0, enas_lm)
+    # One group, no leading inputs: node j's prev candidates are the anchors of nodes 0..j-1 (TF0, enas_lm).
+    # The controller walks it as it walks the CNN spaces (an exit step per node gives its anchor); TF0's PTB
+    # controller also subtracts a distance prior (j - k)^2 / 6 and scales the picked anchor, which we do not.
     anchor_groups = {'': 0}
     index_choices = ('prev',)
 
