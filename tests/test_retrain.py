@@ -272,7 +272,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys):
     cases = [(['--arc', path], message) for path, (_, message) in _bad_files(tmp_path).items()]
     cases += [
-        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro)'),
+        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro, paper-rnn)'),
         (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number in [0, 1), got '1.5'"),
         (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected a positive integer'),
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),
