@@ -31,23 +31,24 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nni_enas import runcontrol  # first: also hides library noise emitted while importing the rest
+from nni_enas.run import control as runcontrol  # first: also hides library noise emitted while importing the rest
 
 runcontrol.quiet_library_noise()
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from nni_enas import cli, nni_report, runfolder  # noqa: E402
+from nni_enas.run import cli, nni_report  # noqa: E402
+from nni_enas.run import folder as runfolder  # noqa: E402
 from nni_enas.architecture import (MAX_PARAMETERS, ArchitectureError, architecture_path, build_network,  # noqa: E402
                                    check_record, load_architecture)
-from nni_enas.checkpoints import last_checkpoint  # noqa: E402
-from nni_enas.data import DataError, load_data  # noqa: E402
+from nni_enas.run.checkpoints import last_checkpoint  # noqa: E402
+from nni_enas.data.images import DataError, load_data  # noqa: E402
 from nni_enas.draw import draw_architecture  # noqa: E402
 from nni_enas.files import write_json_atomic  # noqa: E402
 from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
-from nni_enas.recipe import ChildTraining, enas_sgd  # noqa: E402
-from nni_enas.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
+from nni_enas.training.classification import ChildTraining, enas_sgd  # noqa: E402
+from nni_enas.training.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
 
 COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'
@@ -222,14 +223,14 @@ class RetrainMonitor(pl.Callback):
     def on_train_epoch_end(self, trainer, module) -> None:
         epoch = trainer.current_epoch + 1
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k in ('child_loss', 'child_acc', 'test_loss', 'test_acc')}
+                   if k in ('train_loss', 'train_acc', 'test_loss', 'test_acc')}
         test_acc = metrics.get('test_acc', float('nan'))
         if not test_acc <= self.best_acc:       # also when best is still NaN
             self.best_acc, self.best_epoch = test_acc, epoch
         seconds = time.perf_counter() - self._epoch_start
         train_seconds = self._train_seconds or seconds
         summary = {
-            'train_loss': metrics.get('child_loss', float('nan')), 'train_acc': metrics.get('child_acc', float('nan')),
+            'train_loss': metrics.get('train_loss', float('nan')), 'train_acc': metrics.get('train_acc', float('nan')),
             'test_loss': metrics.get('test_loss', float('nan')), 'test_acc': test_acc, 'test_error': 1 - test_acc,
             'best_test_acc': self.best_acc, 'lr': self._lr, 'seconds': seconds,
             'images_per_s': self.images_per_epoch / train_seconds,
@@ -238,7 +239,7 @@ class RetrainMonitor(pl.Callback):
         if not trainer.is_global_zero:
             return
         if trainer.logger is not None:
-            # The module logs child_loss/child_acc/test_loss/test_acc itself (Lightning); the rest is ours.
+            # The module logs train_loss/train_acc/test_loss/test_acc itself (Lightning); the rest is ours.
             duplicates = ('train_loss', 'train_acc', 'test_loss', 'test_acc')
             trainer.logger.log_metrics({f'retrain/{k}': v for k, v in summary.items()
                                         if math.isfinite(v) and k not in duplicates}, step=epoch)
@@ -309,7 +310,7 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     module = ChildTraining(
         optimizer=lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
         aux_weight=args.aux_weight, drop_path_steps=args.epochs * steps_per_epoch if drop_path else None,
-        cuda_graphs=args.cuda_graphs)
+        cuda_graphs=args.cuda_graphs, log_prefix='train_')
     module.set_model(net)
     data = RetrainData(train, test, batch_size=args.batch_size, eval_batch_size=max(100, 2 * args.batch_size),
                        seed=args.seed, cutout=args.cutout, channels_last=device.type == 'cuda')
@@ -318,8 +319,7 @@ def _retrain(args, record, overrides, train, test, device, precision, trainer_de
     replicas = ReplicaHashes()
     bar = runcontrol.want_progress_bar(args.progress_bar)
     callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor, replicas], progress_bar=bar,
-                                               after_last_step='(last step + test set)',
-                                               rename={'child_loss': 'train_loss', 'child_acc': 'train_acc'})
+                                               after_last_step='(last step + test set)')
     trainer = pl.Trainer(
         max_epochs=args.epochs, precision=precision, gradient_clip_val=args.grad_clip or None,
         gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50,

@@ -31,14 +31,16 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch.nn as nn
 
-from nni_enas import cli, nni_report, runcontrol, runfolder
+from nni_enas.run import cli, nni_report
+from nni_enas.run import control as runcontrol
+from nni_enas.run import folder as runfolder
 from nni_enas.architecture import SPACES
-from nni_enas.data import BatchLoader, DataError, load_data
-from nni_enas.drawings import SearchDrawings
-from nni_enas.export import ArchitectureExport
+from nni_enas.data.images import BatchLoader, DataError, load_data
+from nni_enas.draw.search import SearchDrawings
+from nni_enas.search.export import ArchitectureExport
 from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
-from nni_enas.recipe import accuracy, enas_sgd
-from nni_enas.trainer import EnasTrainer
+from nni_enas.training.classification import accuracy, enas_sgd
+from nni_enas.search.trainer import EnasTrainer
 
 COMMAND = 'search.py'
 EXPORT_NAME = 'exported.json'
@@ -124,7 +126,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
 class SearchMonitor(pl.Callback):
     """After every epoch: log and print one summary line of the epoch and its export.
 
-    The export itself is the library's :class:`~nni_enas.export.ArchitectureExport`, listed
+    The export itself is the library's :class:`~nni_enas.search.export.ArchitectureExport`, listed
     before this callback: it finishes the epoch (the controller phase), picks the best of
     --num-candidates and writes exported.json, all before the checkpoint is written.
     """

@@ -8,7 +8,7 @@ epochs of ``--steps`` minibatches; the figure is the second epoch's training ima
 first pays for allocations, warm-up and graph capture). Runs alternate, ``--reps`` times.
 
 "Ours" is retrain.py itself (ChildTraining in a Lightning Trainer; on CUDA its forward and
-backward run as CUDA graphs through nni_enas/cuda_graphs.py, bf16 autocast, channels-last).
+backward run as CUDA graphs through nni_enas/training/cuda_graphs.py, bf16 autocast, channels-last).
 The hand-written loop uses the same technique without any of our code on the step: on CUDA one
 ``torch.cuda.make_graphed_callables`` of the whole network (forward + backward) captured under
 ``torch.autocast(bf16, cache_enabled=False)`` on channels-last weights and inputs, the loss and
@@ -102,10 +102,10 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
     import torch
     import torch.nn.functional as F
     from nni_enas.architecture import build_space, load_architecture
-    from nni_enas.data import BatchLoader, load_data
+    from nni_enas.data.images import BatchLoader, load_data
     from nni_enas.paper import FINAL
-    from nni_enas.recipe import enas_sgd
-    from nni_enas.retraining import final_space_args
+    from nni_enas.training.classification import enas_sgd
+    from nni_enas.training.retraining import final_space_args
 
     device = torch.device(args.device)
     cuda = device.type == 'cuda'

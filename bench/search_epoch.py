@@ -167,9 +167,9 @@ def build_search(args, device: str, epochs: int):
     """``(trainer, train_loader, reward_loader, space facts)``: our EnasTrainer on synthetic data."""
     import torch
     from nni_enas import EnasTrainer
-    from nni_enas.data import BatchLoader, load_data
+    from nni_enas.data.images import BatchLoader, load_data
     from nni_enas.paper import SEARCH, controller_kwargs
-    from nni_enas.recipe import accuracy, enas_sgd
+    from nni_enas.training.classification import accuracy, enas_sgd
 
     settings = SEARCH[args.search_for]
     space, layers, channels = build_space(args)
@@ -220,7 +220,7 @@ def free_replay_wrapper():
     """
     import torch
     from torch.utils._pytree import tree_flatten, tree_unflatten
-    from nni_enas.cuda_graphs import CudaGraphModule
+    from nni_enas.training.cuda_graphs import CudaGraphModule
 
     class FreeReplay(CudaGraphModule):
         def _on_device(self, args):
@@ -389,7 +389,7 @@ def time_controller_samples(trainer, sync, reps: int) -> list[float]:
 
 def graph_counts(model) -> dict[str, int]:
     """How the CUDA-graph wrappers of ``model`` fared (zeros when nothing is wrapped)."""
-    from nni_enas.cuda_graphs import graph_wrappers
+    from nni_enas.training.cuda_graphs import graph_wrappers
     wrappers = graph_wrappers(model)
     return {'graph_wrappers': len(wrappers), 'graph_captures': sum(w.captures for w in wrappers),
             'graph_replays': sum(w.replays for w in wrappers), 'graph_broken': sum(w.broken for w in wrappers),
@@ -456,7 +456,7 @@ def run(args) -> dict[str, Any]:
         facts['child_train_images'] = len(train_loader.dataset)
         module = trainer.module
         if args.stand_in_graphs:
-            from nni_enas.cuda_graphs import graph_supernet
+            from nni_enas.training.cuda_graphs import graph_supernet
             graph_supernet(module.training_module.model, device='cuda', wrapper=free_replay_wrapper())
         ctrl_before = [p.detach().clone() for p in trainer.controller.parameters()]
         timers = Timers(sync)

@@ -18,7 +18,7 @@ from nni_enas import MacroSpace, MicroSpace  # noqa: E402
 from nni.nas.nn.pytorch import LayerChoice  # noqa: E402
 from nni_enas.architecture import (FORMAT, ArchitectureError, architecture_record, build_network,  # noqa: E402
                                    build_space, check_arch, check_record, load_architecture, save_architecture, write_json_atomic)
-from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -1,7 +1,7 @@
 """The ENAS controller: log-probabilities, entropies and skip penalties replayed by hand, batched
 sampling, attention by declaration, inactive decisions, and learning.
 
-The hand replays follow the walk documented in nni_enas/controller.py and ENAS_SPEC C.1-C.2,
+The hand replays follow the walk documented in nni_enas/search/controller.py and ENAS_SPEC C.1-C.2,
 written out step by step with torch ops on the controller's own parameters.
 
 Runtime: about 25 s on the (busy) 2-core dev machine (plus the one-off nni import); the REINFORCE
@@ -23,9 +23,9 @@ import nni_enas  # noqa: E402,F401
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, Repeat  # noqa: E402
 
 from nni_enas import Enas, MacroSpace, MicroSpace, ReinforceController  # noqa: E402
-from nni_enas.enas import EnasModule  # noqa: E402
-from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
-from nni_enas.recipe import ChildTraining  # noqa: E402
+from nni_enas.search.enas import EnasModule  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
+from nni_enas.training.classification import ChildTraining  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""CUDA-graph wrapping (nni_enas/cuda_graphs.py) and its use by ChildTraining, on the CPU.
+"""CUDA-graph wrapping (nni_enas/training/cuda_graphs.py) and its use by ChildTraining, on the CPU.
 
 There is no GPU in the test suite: the wrapper's dispatch (which calls a graph serves, keys,
 fallbacks, BN-statistics restore, the one warning) runs with a CPU stand-in whose "capture"
@@ -25,15 +25,16 @@ from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa:
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer  # noqa: E402
 
 from nni_enas import MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.controller import ReinforceController  # noqa: E402
-import nni_enas.cuda_graphs  # noqa: E402
-from nni_enas.cuda_graphs import (WARMUP_ITERS, CudaGraphCaptureError, CudaGraphModule, _GraphSet,  # noqa: E402
-                                  graph_supernet, graph_wrappers, release_graphs, use_cuda_graphs)
-from nni_enas.enas import Enas  # noqa: E402
-from nni_enas.macro import reduction_layers  # noqa: E402
-from nni_enas.micro import drop_path  # noqa: E402
-from nni_enas.ops import MACRO_OPS  # noqa: E402
-from nni_enas.recipe import ChildTraining, NonFiniteLossError, enas_sgd  # noqa: E402
+from nni_enas.search.controller import ReinforceController  # noqa: E402
+import nni_enas.training.cuda_graphs  # noqa: E402
+from nni_enas.training.cuda_graphs import (WARMUP_ITERS, CudaGraphCaptureError, CudaGraphModule,  # noqa: E402
+                                           _GraphSet, graph_supernet, graph_wrappers, release_graphs,
+                                           use_cuda_graphs)
+from nni_enas.search.enas import Enas  # noqa: E402
+from nni_enas.spaces.macro import reduction_layers  # noqa: E402
+from nni_enas.spaces.micro import drop_path  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS  # noqa: E402
+from nni_enas.training.classification import ChildTraining, NonFiniteLossError, enas_sgd  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -659,7 +660,7 @@ def test_replaced_parameters_are_captured_again_with_the_whole_graph_set(monkeyp
         net.eval(), reference.eval()
         net(x), other(torch.randn(2, 3))
         collections = []
-        monkeypatch.setattr(nni_enas.cuda_graphs.gc, 'collect', lambda *a: collections.append(1))
+        monkeypatch.setattr(nni_enas.training.cuda_graphs.gc, 'collect', lambda *a: collections.append(1))
         net[0].weight.data = net[0].weight.data + 1        # new storage: the graph would read the old one
         reference[0].weight.data += 1
         for _ in range(2):
@@ -687,7 +688,7 @@ def test_no_garbage_collection_during_a_capture_one_before_the_first_and_one_per
             return super()._record_inference(args, amp)
 
     collections = []
-    monkeypatch.setattr(nni_enas.cuda_graphs.gc, 'collect', lambda *a: collections.append(len(seen)))
+    monkeypatch.setattr(nni_enas.training.cuda_graphs.gc, 'collect', lambda *a: collections.append(len(seen)))
     supernet = macro_supernet()
     names = graph_supernet(supernet, 'auto', device='cuda', wrapper=Watching)
     apply(supernet, archs(supernet, 1)[0])
@@ -868,8 +869,8 @@ def _gpu_retrain(net, cuda_graphs, precision, steps=10, **trainer_kwargs):
     """Fit with fit-time validation, then ``trainer.validate``: retrain.py's batches
     (ShardedBatches, channels-last, augmented on the GPU: T3), its precision and clipping."""
     import pytorch_lightning as pl
-    from nni_enas.data import CIFAR10_CLASSES, ImageTensors
-    from nni_enas.retraining import ShardedBatches
+    from nni_enas.data.images import CIFAR10_CLASSES, ImageTensors
+    from nni_enas.training.retraining import ShardedBatches
     g = torch.Generator().manual_seed(0)
     data = ImageTensors(torch.randint(0, 256, (steps * 8, 3, 32, 32), dtype=torch.uint8, generator=g),
                         torch.randint(0, 10, (steps * 8,), generator=g), CIFAR10_CLASSES)
@@ -972,7 +973,7 @@ import sys
 import torch
 import torch.nn as nn
 sys.path.insert(0, sys.argv[1])
-from nni_enas.cuda_graphs import CudaGraphCaptureError, CudaGraphModule, _GraphSet
+from nni_enas.training.cuda_graphs import CudaGraphCaptureError, CudaGraphModule, _GraphSet
 
 
 class HostSync(nn.Module):

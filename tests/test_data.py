@@ -1,4 +1,4 @@
-"""Tests of nni_enas.data: readers, splits and the on-device batch loader (no network)."""
+"""Tests of nni_enas.data.images: readers, splits and the on-device batch loader (no network)."""
 
 import itertools
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_enas.data import BatchLoader, DataError, ImageTensors, host_to_device, load_data, read_cifar10
+from nni_enas.data.images import BatchLoader, DataError, ImageTensors, host_to_device, load_data, read_cifar10
 
 from helpers import CLASSES, write_cifar, write_png  # shared with tests/test_search.py
 
@@ -185,6 +185,26 @@ def test_imagefolder_train_folder_without_val_holds_out_a_tail(tmp_path):
     train, test = load_data("imagefolder", tmp_path, split="final", image_size=8)
     assert train.classes == ["cat", "dog", "fox"]  # not a class named 'train'
     assert len(train) == 11 and len(test) == 1
+
+
+@pytest.mark.parametrize("held_out", ["val", "test"])
+def test_imagefolder_class_folders_beside_val_use_it_as_the_test_set(tmp_path, held_out):
+    # before: val/ (or test/) was one more class and the test set a 10% tail of everything
+    write_folder(tmp_path, per_class=2)
+    write_png(tmp_path / held_out / "fox" / "a.png", (8, 8), (0, 0, 255))
+    write_png(tmp_path / held_out / "cat" / "b.png", (8, 8), (255, 0, 0))
+    train, test = load_data("imagefolder", tmp_path, split="final", image_size=8)
+    assert train.classes == ["cat", "dog", "fox"] and len(train) == 6     # every training image, no held-out tail
+    assert sorted(test.labels.tolist()) == [train.classes.index("cat"), train.classes.index("fox")]
+    assert torch.equal(test.images[test.labels == train.classes.index("fox")][0, :, 0, 0],
+                       torch.tensor([0, 0, 255], dtype=torch.uint8))
+
+
+def test_imagefolder_val_without_class_folders_is_refused(tmp_path):
+    write_folder(tmp_path, per_class=2)
+    write_png(tmp_path / "val" / "a.png", (8, 8), (1, 2, 3))     # a class named 'val'? ambiguous: refused
+    with pytest.raises(DataError, match=r"val holds no class folders.*rename it if it is a class"):
+        load_data("imagefolder", tmp_path, split="final", image_size=8)
 
 
 def test_imagefolder_errors(tmp_path):

@@ -22,8 +22,9 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot  # noqa: E402
 
 from nni_enas import Enas, EnasModule, EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
 from nni_enas.architecture import check_arch  # noqa: E402
-from nni_enas.recipe import ChildTraining, NonFiniteLossError, accuracy  # noqa: E402
-from nni_enas.supernet import PathSamplingAnyInput  # noqa: E402
+from nni_enas.training.classification import ChildTraining, NonFiniteLossError, accuracy  # noqa: E402
+from nni_enas.search.controller import ControllerDivergedError  # noqa: E402
+from nni_enas.spaces.supernet import PathSamplingAnyInput  # noqa: E402
 
 torch.set_num_threads(1)   # 2 threads on 2 busy cores make tiny convs ~50x slower
 
@@ -131,6 +132,67 @@ def test_nan_loss_of_any_recipe_raises(tmp_path):
                          enable_model_summary=False, default_root_dir=str(tmp_path))
     with pytest.raises(NonFiniteLossError, match='child loss is inf'):
         trainer.fit(module, train_dataloaders=loader)
+
+
+def test_diverging_controller_raises_controller_diverged(tmp_path):
+    """A controller learning rate that blows the controller up stops the fit like a NaN child loss.
+
+    Before: torch's ``RuntimeError: probability tensor contains either inf, nan or element < 0``.
+    """
+    torch.manual_seed(0)
+    space = MacroSpace(num_layers=2, channels=4)
+    trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy, torch.optim.SGD(space.parameters(), lr=0.05),
+                          1, synthetic(16), batch_size=8, workers=0, device='cpu', ctrl_steps=3, ctrl_steps_aggregate=2,
+                          num_candidates=2, ctrl_lr=1e30, trainer_kwargs=quiet_trainer(tmp_path))
+    with pytest.raises(ControllerDivergedError, match='controller diverged') as caught:
+        trainer.fit()
+    assert isinstance(caught.value, NonFiniteLossError)     # what the commands already stop on
+
+
+def test_controller_phase_never_ends_with_nan_weights(tmp_path):
+    """An update that leaves NaN/inf in the controller's weights stops the phase (no checkpoint can hold them)."""
+    space = MacroSpace(num_layers=2, channels=4)
+    trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, accuracy, torch.optim.SGD(space.parameters(), lr=0.05),
+                          1, synthetic(16), batch_size=8, workers=0, device='cpu', ctrl_steps=2,
+                          ctrl_steps_aggregate=2, num_candidates=1, trainer_kwargs=quiet_trainer(tmp_path))
+    module = trainer.module
+    real_step = module.ctrl_optimizer.step
+
+    def step_then_poison(*args, **kwargs):        # the last update's step overflows one weight
+        result = real_step(*args, **kwargs)
+        if module._controller_version == 1:
+            with torch.no_grad():
+                module.controller.attn_v.weight[0, 0] = math.inf
+        return result
+    module.ctrl_optimizer.step = step_then_poison
+    with pytest.raises(ControllerDivergedError, match=r'weights \(attn_v.weight\)'):
+        module.train_controller()
+
+
+def test_nan_controller_weights_are_caught_in_every_walk():
+    from nni_enas import ReinforceController
+    ctrl = ReinforceController(MacroSpace(num_layers=2, channels=4), lstm_size=8)
+    arch = ctrl.greedy()
+    with torch.no_grad():
+        ctrl.g_emb.fill_(math.nan)
+    # sampling (torch refuses NaN probabilities), and the walks without a sampler (greedy, given architectures)
+    for walk in (lambda: ctrl.sample_batch(3), ctrl.greedy, ctrl.choice_probabilities, lambda: ctrl.evaluate(arch)):
+        with pytest.raises(ControllerDivergedError, match='NaN/inf'):
+            walk()
+
+
+def test_nan_reward_is_a_nonfinite_loss_and_spares_the_controller(tmp_path):
+    """A NaN reward (the child's metric) stops the phase before the controller learns from it."""
+    space = MacroSpace(num_layers=2, channels=4)
+    trainer = EnasTrainer(space, nn.CrossEntropyLoss(), None, lambda out, y: accuracy(out, y) * math.nan,
+                          torch.optim.SGD(space.parameters(), lr=0.05), 1, synthetic(16), batch_size=8, workers=0,
+                          device='cpu', ctrl_steps=1, ctrl_steps_aggregate=2, num_candidates=1,
+                          trainer_kwargs=quiet_trainer(tmp_path))
+    before = clone_params(trainer.controller)
+    with pytest.raises(NonFiniteLossError, match='reward') as caught:
+        trainer.fit()
+    assert not isinstance(caught.value, ControllerDivergedError)
+    assert changed(before, trainer.controller) == []
 
 
 # --------------------------------------------------------------------------- InputChoice(n_chosen=None)
@@ -241,7 +303,7 @@ def test_enas_strategy_in_nni_nas_experiment(tmp_path, monkeypatch):
 
 
 def test_trainer_device_picks_the_accelerator_and_the_gpu_index():
-    from nni_enas.trainer import _device_kwargs
+    from nni_enas.search.trainer import _device_kwargs
     assert _device_kwargs('cpu') == dict(accelerator='cpu', devices=1)
     assert _device_kwargs(torch.device('cpu')) == dict(accelerator='cpu', devices=1)
     assert _device_kwargs('cuda') == dict(accelerator='gpu', devices=1)

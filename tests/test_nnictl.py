@@ -1,4 +1,4 @@
-"""NNI integration: ``experiment.yml``, ``nni_enas.nni_report`` and a real ``nnictl`` run.
+"""NNI integration: ``experiment.yml``, ``nni_enas.run.nni_report`` and a real ``nnictl`` run.
 
 The end-to-end test (marked ``nnictl``) starts a private NNI experiment with
 ``nnictl create`` on a free port, follows it through NNI's REST API and stops
@@ -149,7 +149,7 @@ def test_nni_report_outside_trial_is_silent_noop(tmp_path):
         r.report_epoch({'x': 1.0}, 'missing-key-is-fine-outside')
         r.report_final({'x': 1.0}, 'x')
         assert 'nni' not in sys.modules, 'nni must not be imported outside a trial'
-    ''').replace('MODULE_PATH', repr(str(REPO / 'nni_enas' / 'nni_report.py')))
+    ''').replace('MODULE_PATH', repr(str(REPO / 'nni_enas' / 'run' / 'nni_report.py')))
     res = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -159,7 +159,7 @@ def test_nni_report_outside_trial_is_silent_noop(tmp_path):
 @pytest.fixture
 def nni_report():
     """The module under test, imported lazily (the package pulls in torch and nni.nas)."""
-    from nni_enas import nni_report as module
+    from nni_enas.run import nni_report as module
     return module
 
 
@@ -217,6 +217,28 @@ def test_report_shapes(fake_trial, nni_report):
     assert type(fake_trial['intermediate'][0]['default']) is float
     with pytest.raises(KeyError, match='mean_reward'):
         nni_report.report_epoch({'loss': 1.0}, 'mean_reward')
+
+
+def test_readme_names_the_trial_files_and_the_web_ui_column_nni_really_has():
+    """What the README tells a user to look for exists in the installed NNI (issue 21).
+
+    NNI 3.0 writes ``trial.log`` (its trial runtime, where the local training service's stdout
+    goes), ``trial.stdout`` and ``trial.stderr`` (its trial keeper); its web UI titles a column per
+    field of the final result ``<field> (metric)``, so the final result's ``export`` is the
+    ``export (metric)`` column of *Trials detail* (Add/Remove columns).
+    """
+    import nni
+    import nni_node
+    runtime = (Path(nni.__file__).parent / 'runtime' / 'log.py').read_text()
+    keeper = (Path(nni_node.__file__).parent / 'common' / 'trial_keeper' / 'process.js').read_text()
+    assert "'trial.log'" in runtime and "'trial.stdout'" in keeper and "'trial.stderr'" in keeper
+    web_ui = ''.join(p.read_text(errors='replace')
+                     for p in (Path(nni_node.__file__).parent / 'static' / 'static' / 'js').glob('main.*.js'))
+    assert "(metric)" in web_ui and 'Add/Remove columns' in ''.join(
+        p.read_text(errors='replace') for p in (Path(nni_node.__file__).parent / 'static').rglob('*.chunk.js'))
+    readme = ' '.join((REPO / 'README.md').read_text().split())
+    for name in ('`trial.log`', '`trial.stdout`', '`trial.stderr`', '`export (metric)`', '*Add/Remove columns*'):
+        assert name in readme, name
 
 
 # --------------------------------------------------------------------------- real nnictl run

@@ -1,4 +1,4 @@
-"""The candidate-op table (nni_enas/ops.py): shapes, layouts, pooling and factorized reduction.
+"""The candidate-op table (nni_enas/spaces/ops.py): shapes, layouts, pooling and factorized reduction.
 
 Runtime: about 1 s on the 2-core dev machine (plus the one-off nni import).
 """
@@ -13,7 +13,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nni_enas.ops import MACRO_OPS, MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights  # noqa: E402
 
 torch.set_num_threads(1)   # 2 threads on 2 busy cores make tiny convs ~50x slower
 

@@ -1,4 +1,4 @@
-"""retrain.py and nni_enas.retraining: the shipped architectures, sharding, the CLI end to end.
+"""retrain.py and nni_enas.training.retraining: the shipped architectures, sharding, the CLI end to end.
 
 Tiny widths and synthetic data throughout; the parameter counts are pinned at the full final
 widths (counting is cheap, training at those widths on a CPU is not). About 1.5 minutes on the
@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import retrain  # noqa: E402
 from nni_enas.architecture import (architecture_record, build_network, build_space, check_arch,  # noqa: E402
                                    load_architecture, save_architecture)
-from nni_enas.data import ImageTensors  # noqa: E402
-from nni_enas.macro import MacroSpace  # noqa: E402
-from nni_enas.ops import MACRO_OPS  # noqa: E402
+from nni_enas.data.images import ImageTensors  # noqa: E402
+from nni_enas.spaces.macro import MacroSpace  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS  # noqa: E402
 from nni_enas.paper import FINAL, TF_MACRO_FINAL_ARC, TF_MICRO_FINAL_ARC, macro_arch_from_tf, micro_arch_from_tf  # noqa: E402
-from nni_enas.retraining import ShardedBatches, count_parameters, final_space_args  # noqa: E402
+from nni_enas.training.retraining import ShardedBatches, count_parameters, final_space_args  # noqa: E402
 
 # Pinned: the shipped architectures at the paper's final widths (see the README for why they
 # differ from the paper's 21.3M / 4.6M: ENAS_SPEC A.7 and B.6).
@@ -168,9 +168,9 @@ def test_help_explains_every_flag(capsys):
 
 
 def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
-    import nni_enas.recipe
-    modes, real = [], nni_enas.recipe.use_cuda_graphs
-    monkeypatch.setattr(nni_enas.recipe, 'use_cuda_graphs', lambda mode, device: modes.append(mode) or real(mode, device))
+    import nni_enas.training.classification
+    modes, real = [], nni_enas.training.classification.use_cuda_graphs
+    monkeypatch.setattr(nni_enas.training.classification, 'use_cuda_graphs', lambda mode, device: modes.append(mode) or real(mode, device))
     out = tmp_path / 'run'
     status = retrain.main(['--arc', 'paper-micro', *TINY, '--epochs', '1', '--layers', '3', '--output', str(out),
                            '--cuda-graphs', 'off'])
@@ -185,9 +185,27 @@ def test_paper_micro_tiny_epoch_writes_result(tmp_path, capsys, monkeypatch):
     assert result['epochs'] == 1 and result['devices'] == 1 and result['precision'] == '32-true'
     assert (out / 'checkpoints' / 'last.ckpt').is_file() and (out / 'args.json').is_file()
     assert any((out / 'tensorboard').glob('events.out.tfevents.*'))
+    # TensorBoard: the training values under retraining's words (not the search's child_*), all at the epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / 'tensorboard'), size_guidance={'scalars': 0})
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+    assert {'train_loss', 'train_acc', 'test_loss', 'test_acc', 'retrain/lr'} <= set(steps), sorted(steps)
+    assert not [tag for tag in steps if tag.startswith('child_')]
+    assert set(map(tuple, steps.values())) == {(1,)}
     from PIL import Image
     with Image.open(out / 'architecture.png') as image:      # the network drawn, as the README says
         assert image.format == 'PNG' and image.width > 100
+
+
+def test_micro_trains_through_a_last_batch_of_one_image(tmp_path, capsys):
+    # 17 training images in batches of 16: the last batch holds one image (before: a BatchNorm ValueError)
+    out = tmp_path / 'run'
+    status = retrain.main(['--arc', 'paper-micro', *TINY, '--synthetic-size', '17', '--epochs', '1', '--layers', '3',
+                           '--output', str(out), '--cuda-graphs', 'off'])
+    assert status == 0, capsys.readouterr().err
+    result = read_result(out)
+    assert result['epochs'] == 1 and result['space_args']['auxiliary'] is True
 
 
 def test_exported_search_architecture_retrains_and_resumes_exactly(tmp_path, capsys):
@@ -232,10 +250,10 @@ def test_a_failed_cuda_graph_capture_is_one_error_line_and_exit_1(tmp_path, caps
     then fails too (its empty_cache trips over the dead capture): the user still gets the one
     line that says what to do (REVIEW finding 2). CPU stand-ins for both."""
     import pytorch_lightning.strategies.strategy as strategy
-    import nni_enas.recipe
+    import nni_enas.training.classification
     from test_cuda_graphs import FailingCapture
-    enable = nni_enas.recipe.ChildTraining.enable_cuda_graphs
-    monkeypatch.setattr(nni_enas.recipe.ChildTraining, 'enable_cuda_graphs',
+    enable = nni_enas.training.classification.ChildTraining.enable_cuda_graphs
+    monkeypatch.setattr(nni_enas.training.classification.ChildTraining, 'enable_cuda_graphs',
                         lambda self, device=None, wrapper=None: enable(self, device='cuda', wrapper=FailingCapture))
     teardown = strategy.Strategy.teardown
 
@@ -281,7 +299,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys):
     cases = [(['--arc', path], message) for path, (_, message) in _bad_files(tmp_path).items()]
     cases += [
-        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro)'),
+        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro, paper-rnn)'),
         (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number in [0, 1), got '1.5'"),
         (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected a positive integer'),
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),

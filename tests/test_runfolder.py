@@ -19,8 +19,10 @@ if str(REPO) not in sys.path:
 
 import retrain  # noqa: E402
 import search  # noqa: E402
-from nni_enas import cli, runcontrol, runfolder  # noqa: E402
-from nni_enas.checkpoints import AtomicCheckpointIO  # noqa: E402
+from nni_enas.run import cli  # noqa: E402
+from nni_enas.run import control as runcontrol  # noqa: E402
+from nni_enas.run import folder as runfolder  # noqa: E402
+from nni_enas.run.checkpoints import AtomicCheckpointIO  # noqa: E402
 from nni_enas.files import atomic_write, write_json_atomic  # noqa: E402
 
 TINY = ['--dataset', 'synthetic', '--synthetic-size', '32', '--layers', '2', '--channels', '4', '--batch-size', '8',
@@ -121,7 +123,7 @@ def test_the_lock_is_held_by_another_process_until_it_ends(tmp_path):
     code = textwrap.dedent(f'''
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from nni_enas.runfolder import RunLock
+        from nni_enas.run.folder import RunLock
         lock = RunLock({str(folder)!r}).acquire()   # held while referenced
         print('locked', flush=True)
         time.sleep(60)
@@ -230,7 +232,7 @@ def test_the_stop_message_is_true_when_nothing_was_saved(tmp_path, capsys):
 # 14.11: progress bar
 # --------------------------------------------------------------------------------------------
 
-def test_progress_bar_only_on_a_terminal_erased_at_the_end_and_relabelled(monkeypatch):
+def test_progress_bar_only_on_a_terminal_erased_at_the_end_without_lightning_extras(monkeypatch):
     class Stream:
         def __init__(self, tty):
             self.tty = tty
@@ -243,6 +245,10 @@ def test_progress_bar_only_on_a_terminal_erased_at_the_end_and_relabelled(monkey
         assert runcontrol.want_progress_bar(None) is expected
     monkeypatch.undo()
     assert runcontrol.want_progress_bar(True) and not runcontrol.want_progress_bar(False)
-    bar = runcontrol.EpochProgressBar(rename={'child_loss': 'train_loss'})
+    bar = runcontrol.EpochProgressBar()
     assert bar.init_train_tqdm().leave is False
-    assert bar.rename == {'child_loss': 'train_loss'}
+    # the bar shows what the module logs, without Lightning's version and the TensorBoard x-axis (EpochAxis)
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    monkeypatch.setattr(TQDMProgressBar, 'get_metrics', lambda self, trainer, module: {'v_num': 0, 'step': 2.0,
+                                                                                      'train_loss': 1.5})
+    assert bar.get_metrics(None, None) == {'train_loss': 1.5}

@@ -28,8 +28,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import search  # noqa: E402
-from nni_enas import cli, runcontrol  # noqa: E402
-from nni_enas.checkpoints import checkpoint_epoch  # noqa: E402
+from nni_enas.run import cli  # noqa: E402
+from nni_enas.run import control as runcontrol  # noqa: E402
+from nni_enas.run.checkpoints import checkpoint_epoch  # noqa: E402
 from nni_enas.architecture import load_architecture  # noqa: E402
 
 from helpers import write_cifar, write_png  # noqa: E402
@@ -169,6 +170,7 @@ def test_search_end_to_end(cli_runs, space):
         assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
     for tag in ('ctrl_reward', 'ctrl_baseline', 'ctrl_entropy', 'ctrl_images_per_s', 'ctrl_export_reward'):
         assert len(events.Scalars(tag)) == 2, tag                # the module's, once per epoch
+    assert {tag: [e.step for e in events.Scalars(tag)] for tag in tags} == {tag: [1, 2] for tag in tags}  # x: epoch
     # one tag per value (the module logs child_loss/child_acc and ctrl_* itself); no skip rate without skips
     assert {'child_loss', 'child_acc'} <= tags and not {t for t in tags if t.startswith('search/')} - {
         'search/lr', 'search/seconds', 'search/export_seconds'}
@@ -311,6 +313,63 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(tmp_path, capsys, monkeypa
     checked_export('exported.json', 'macro', epoch=1)
 
 
+def tensorboard_steps(run_dir):
+    """``{tag: [steps]}`` of a run's TensorBoard scalars, and the steps of its images."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir / 'tensorboard'), size_guidance={'scalars': 0, 'images': 0})
+    events.Reload()
+    scalars = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()['scalars']}
+    return scalars, {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()['images']}
+
+
+def test_tensorboard_plots_every_tag_against_the_epoch(tmp_path, capsys, monkeypatch):
+    # before: child_* and ctrl_* at Lightning's global step (3, 7), search/* and controller/* at the epoch (1, 2)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '2', '--output', 'run'], capsys)
+    assert rc == 0, err
+    scalars, images = tensorboard_steps(Path('run'))
+    families = {tag.split('/')[0] if '/' in tag else tag.split('_')[0] for tag in scalars}
+    assert families == {'child', 'ctrl', 'search', 'controller'}, sorted(scalars)
+    assert {tag: steps for tag, steps in scalars.items() if steps != [1, 2]} == {}
+    assert images == {'architecture': [1, 2]}
+
+
+def test_diverging_controller_is_one_error_line(tmp_path, capsys, monkeypatch):
+    # A huge controller rate blows the controller up in its first update (before: torch's RuntimeError
+    # "probability tensor contains either inf, nan or element < 0" and a traceback).
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '2', '--ctrl-lr', '1e30',
+                              '--output', 'run'], capsys)
+    assert rc == 1, err
+    assert 'Traceback' not in err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'controller diverged' in errors[0] and '--ctrl-lr' in errors[0], err
+    assert 'in epoch 1/2' in errors[0] and 'nothing was saved' in errors[0]
+    assert not Path('run/checkpoints/last.ckpt').exists() and not Path('exported.json').exists()
+
+
+def test_controller_diverging_in_epoch_2_keeps_epoch_1(tmp_path, capsys, monkeypatch):
+    from nni_enas.search.enas import EnasModule
+    real_phase = EnasModule.train_controller
+
+    def phase_then_poison(self):      # epoch 2's controller phase leaves NaN in the controller
+        stats = real_phase(self)
+        if self.current_epoch == 1:
+            with torch.no_grad():
+                next(self.controller.parameters()).fill_(float('nan'))
+        return stats
+    monkeypatch.setattr(EnasModule, 'train_controller', phase_then_poison)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '3', '--output', 'run'], capsys)
+    assert rc == 1, err
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'controller diverged' in errors[0] and 'in epoch 2/3' in errors[0], err
+    assert len(summaries(out)) == 1
+    assert checkpoint_epoch('run/checkpoints/last.ckpt') == 1
+    checked_export('run/exported.json', 'macro', epoch=1)
+    checked_export('exported.json', 'macro', epoch=1)
+
+
 def _fake_run(folder, corrupt_checkpoint=False, checkpoint=True):
     folder.mkdir()
     settings = {**vars(search.build_parser().parse_args(['--search-for', 'macro', *TINY, '--epochs', '2'])),
@@ -370,9 +429,9 @@ def test_bad_input_is_one_error_line_and_exit_2(case, bad_inputs, tmp_path, caps
 
 
 def test_cuda_graphs_flag_reaches_the_library(tmp_path, capsys, monkeypatch):
-    import nni_enas.enas
-    modes, real = [], nni_enas.enas.graph_supernet
-    monkeypatch.setattr(nni_enas.enas, 'graph_supernet',
+    import nni_enas.search.enas
+    modes, real = [], nni_enas.search.enas.graph_supernet
+    monkeypatch.setattr(nni_enas.search.enas, 'graph_supernet',
                         lambda net, mode, **kwargs: modes.append(mode) or real(net, mode, **kwargs))
     monkeypatch.chdir(tmp_path)
     rc, _, err = call_main(['--search-for', 'macro', *TINY, '--epochs', '1', '--cuda-graphs', 'off',

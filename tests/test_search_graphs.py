@@ -22,10 +22,10 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nni_enas.enas  # noqa: E402
+import nni_enas.search.enas  # noqa: E402
 from nni_enas import ArchitectureExport, EnasModule, EnasTrainer, MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.cuda_graphs import CudaGraphModule, graph_supernet  # noqa: E402
-from nni_enas.recipe import accuracy  # noqa: E402
+from nni_enas.training.cuda_graphs import CudaGraphModule, graph_supernet  # noqa: E402
+from nni_enas.training.classification import accuracy  # noqa: E402
 from test_cuda_graphs import CpuGraphModule  # noqa: E402  (the one CPU stand-in; pytest puts tests/ on sys.path)
 
 torch.set_num_threads(1)
@@ -64,7 +64,7 @@ def search(which, tmp_path, monkeypatch, graphed):
     with monkeypatch.context() as m:
         if graphed:
             # what on_fit_start would do on a CUDA device, with the CPU stand-in as the wrapper
-            m.setattr(nni_enas.enas, 'graph_supernet', lambda supernet, mode, device=None:
+            m.setattr(nni_enas.search.enas, 'graph_supernet', lambda supernet, mode, device=None:
                       graph_supernet(supernet, mode, device='cuda', wrapper=CpuGraphModule))
         for name, phase in PHASES.items():
             def counted(self, *a, _method=getattr(EnasModule, name), _phase=phase, **k):
@@ -164,7 +164,7 @@ def test_gpu_tiny_search_with_graphs_matches_eager(tmp_path, monkeypatch):
     the controller phase, the export during and after the fit, a last partial batch. The
     controller (CPU) does not change during the child phase, so both runs train the same
     children on the same batches: their child losses agree."""
-    from nni_enas.data import BatchLoader, load_data
+    from nni_enas.data.images import BatchLoader, load_data
     runs = {}
     for mode in ('off', 'auto'):
         replays = dict.fromkeys(PHASES.values(), 0)

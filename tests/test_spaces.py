@@ -22,10 +22,10 @@ from nni.mutable import Categorical, CategoricalMultiple, SampleValidationError 
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
 
 from nni_enas import Enas, MacroSpace, MicroSpace  # noqa: E402
-from nni_enas.macro import reduction_layers  # noqa: E402
-from nni_enas.micro import reduction_cells  # noqa: E402
-from nni_enas.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
-from nni_enas.supernet import shared_to_fixed_state_dict  # noqa: E402
+from nni_enas.spaces.macro import reduction_layers  # noqa: E402
+from nni_enas.spaces.micro import reduction_cells  # noqa: E402
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS  # noqa: E402
+from nni_enas.spaces.supernet import shared_to_fixed_state_dict  # noqa: E402
 
 torch.set_num_threads(1)   # 2 threads on 2 busy cores make tiny convs ~50x slower
 
@@ -269,6 +269,34 @@ def test_micro_final_layout_aux_head_and_loose_end_widths():
     assert chain.cells[0].out_channels == 4 and wide.cells[0].out_channels == 12
     n = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert n(chain) != n(wide)
+
+
+def test_micro_aux_head_trains_through_a_batch_of_one_image():
+    """A batch of one (a last batch of N mod batch = 1, or --batch-size 1) trains as TF would.
+
+    Before: the aux head's BatchNorm on 1x1 maps raised "Expected more than 1 value per channel".
+    TF's BN normalises one value per channel to its bias, with no gradient to the input.
+    """
+    torch.manual_seed(0)
+    net = MicroSpace(num_layers=3, channels=4, num_nodes=3, final=True, auxiliary=True).freeze(micro_arch(CHAIN, CHAIN))
+    net.train()
+    head = net.auxiliary
+    last_bn = head.features[6]
+    with torch.no_grad():
+        last_bn.bias.normal_()
+    x, y = torch.randn(1, 3, 32, 32), torch.tensor([3])
+    logits, aux = net(x)
+    assert logits.shape == (1, 10) and aux.shape == (1, 10)
+    (nn.functional.cross_entropy(logits, y) + 0.4 * nn.functional.cross_entropy(aux, y)).backward()
+    assert [name for name, p in net.named_parameters() if p.grad is None] == []   # data parallelism needs every one
+    # TF's result: the last BN outputs its bias (up to the rounding of x - mean), so the aux logits do
+    # not depend on the image ...
+    expected = head.classifier(torch.relu(last_bn.bias))
+    torch.testing.assert_close(aux[0], expected, rtol=0, atol=1e-4)
+    # ... and no gradient reaches the layers below it through the aux loss
+    features = torch.randn(1, head.features[2].in_channels, 8, 8, requires_grad=True)
+    head(features).sum().backward()
+    assert features.grad.abs().max().item() < 1e-6
 
 
 def test_micro_drop_path_schedule():

@@ -29,8 +29,8 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule  # noqa: E402
 from nni.nas.nn.pytorch import Cell, LayerChoice, ModelSpace, MutableLinear, Repeat  # noqa: E402
 
 from nni_enas import ArchitectureExport, Enas, EnasModule, EnasTrainer, MacroSpace  # noqa: E402
-from nni_enas.enas import reward_direction  # noqa: E402
-from nni_enas.recipe import ChildTraining, accuracy  # noqa: E402
+from nni_enas.search.enas import reward_direction  # noqa: E402
+from nni_enas.training.classification import ChildTraining, accuracy  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -471,7 +471,7 @@ def test_nan_child_loss_stops_at_the_epoch_end_before_the_controller(tmp_path):
     before = params_of(module.controller)
     export = ArchitectureExport()
     trainer = pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), callbacks=[export], **QUIET)
-    with pytest.raises(nni_enas.recipe.NonFiniteLossError, match='child loss is nan at epoch 0, step 2'):
+    with pytest.raises(nni_enas.training.classification.NonFiniteLossError, match='child loss is nan at epoch 0, step 2'):
         trainer.fit(module, train_dataloaders=loader)
     assert export.last is None and not module.epoch_stats
     assert all(torch.equal(a, b) for a, b in zip(before, params_of(module.controller)))
@@ -538,14 +538,14 @@ def test_export_provenance_may_name_any_field(tmp_path):
 
 
 def test_cuda_graphs_wiring_calls_graph_supernet_once_per_module(tmp_path, monkeypatch):
-    """The module hands its supernet to nni_enas.cuda_graphs once, when the first fit starts on its device."""
-    import nni_enas.enas
+    """The module hands its supernet to nni_enas.training.cuda_graphs once, when the first fit starts on its device."""
+    import nni_enas.search.enas
     calls = []
 
     def graph_supernet(supernet, mode='auto', *, device=None, wrapper=None):
         calls.append((supernet, mode, torch.device(device)))
         return ['stem'] if mode == 'auto' else []
-    monkeypatch.setattr(nni_enas.enas, 'graph_supernet', graph_supernet)
+    monkeypatch.setattr(nni_enas.search.enas, 'graph_supernet', graph_supernet)
     trainer = tiny_trainer(tmp_path, epochs=1, cuda_graphs='off')
     trainer.fit()
     assert calls == [(trainer.supernet, 'off', torch.device('cpu'))] and trainer.module.graphed_modules == []

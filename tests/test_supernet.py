@@ -1,4 +1,4 @@
-"""The NNI private attributes ``nni_enas/supernet.py`` reads (and nothing else in the package does).
+"""The NNI private attributes ``nni_enas/spaces/supernet.py`` reads (and nothing else in the package does).
 
 NNI 3.0 has no public way to ask an input choice which inputs it takes right now, so
 ``supernet.py`` reads two attributes NNI keeps for itself: ``PathSamplingInput._sampled`` (set by
@@ -19,9 +19,9 @@ sys.path.insert(0, str(REPO))
 from nni.nas.nn.pytorch import InputChoice, ModelSpace  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingInput  # noqa: E402
 
-from nni_enas.supernet import PathSamplingAnyInput, chosen_indices  # noqa: E402
+from nni_enas.spaces.supernet import PathSamplingAnyInput, chosen_indices  # noqa: E402
 
-UPGRADE = 'NNI changed a private attribute nni_enas/supernet.py relies on: '
+UPGRADE = 'NNI changed a private attribute nni_enas/spaces/supernet.py relies on: '
 
 
 def inside_space(build):
@@ -56,5 +56,6 @@ def test_input_choice_keeps_its_dry_run_value():
 
 def test_no_other_module_reads_nni_private_attributes():
     pattern = re.compile(r'\._(sampled|dry_run_choice)\b')
-    readers = sorted(p.name for p in (REPO / 'nni_enas').glob('*.py') if pattern.search(p.read_text()))
-    assert readers == ['supernet.py'], readers
+    package = REPO / 'nni_enas'
+    readers = sorted(str(p.relative_to(package)) for p in package.rglob('*.py') if pattern.search(p.read_text()))
+    assert readers == ['spaces/supernet.py'], readers

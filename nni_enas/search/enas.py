@@ -1,7 +1,7 @@
 """The ENAS alternation (spec D.2): train the shared weights, then train the controller.
 
 :class:`EnasModule` is an NNI one-shot Lightning module wrapped around a training recipe (any
-NNI Lightning evaluator module, or our :class:`~nni_enas.recipe.ChildTraining`). Each epoch:
+NNI Lightning evaluator module, or our :class:`~nni_enas.training.classification.ChildTraining`). Each epoch:
 
 1. child phase (Lightning's ordinary training steps): the controller samples all the epoch's
    child models at the epoch's start (it does not change during the phase); each minibatch
@@ -33,13 +33,14 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 from pytorch_lightning.utilities.data import extract_batch_size
 
-from .controller import ReinforceController
-from .cuda_graphs import graph_supernet, release_graphs, use_cuda_graphs
-from .export import EpochExport
-from .recipe import NonFiniteLossError, accuracy
-from .supernet import mutation_hooks
+from nni_enas.arguments import check_number
+from nni_enas.search.controller import ControllerDivergedError, ReinforceController, check_controller_arguments
+from nni_enas.training.cuda_graphs import graph_supernet, release_graphs, use_cuda_graphs
+from nni_enas.search.export import EpochExport
+from nni_enas.training.classification import NonFiniteLossError, accuracy
+from nni_enas.spaces.supernet import mutation_hooks
 
-__all__ = ['EnasModule', 'Enas', 'reward_direction']
+__all__ = ['EnasModule', 'Enas', 'reward_direction', 'check_enas_arguments']
 
 # Metric names that are minimised (the controller gets minus the metric as reward).
 _MINIMISED = ('loss', 'mse', 'mae', 'error')
@@ -57,6 +58,44 @@ def reward_direction(metric_name: str, mode: str | None = None) -> str:
             raise ValueError(f"reward_metric_mode must be 'max' or 'min', got {mode!r}")
         return mode
     return 'min' if any(word in metric_name.lower() for word in _MINIMISED) else 'max'
+
+
+# The numeric arguments of EnasModule (and Enas, EnasTrainer): check_number's keywords for each.
+_RANGES = {
+    'grad_clip': dict(low=0, optional=True),
+    'entropy_weight': dict(low=0),
+    'skip_weight': dict(low=0),
+    'baseline_decay': dict(low=0, high=1, high_open=True),
+    'ctrl_lr': dict(low=0, low_open=True),
+    'ctrl_steps_aggregate': dict(low=1, integer=True),
+    'ctrl_steps': dict(low=1, integer=True, optional=True),
+    'num_candidates': dict(low=1, integer=True),
+    'candidate_batches': dict(low=1, integer=True),
+}
+
+
+def check_enas_arguments(**kwargs) -> None:
+    """Raise ``ValueError``/``TypeError`` for :class:`EnasModule` arguments it would refuse (see its docstring)."""
+    for name, value in kwargs.items():
+        if name in _RANGES:
+            check_number(name, value, **_RANGES[name])
+    if kwargs.get('reward_train_mode') is not None and not isinstance(kwargs['reward_train_mode'], bool):
+        raise TypeError(f'reward_train_mode must be True or False, got {kwargs["reward_train_mode"]!r}')
+    if kwargs.get('reward_metric_name') is not None and kwargs.get('reward_function') is not None:
+        raise ValueError('give either reward_metric_name (a metric the evaluator logs in validation_step) '
+                         'or reward_function(output, target), not both')
+    if kwargs.get('reward_metric_mode') is not None:
+        if kwargs.get('reward_metric_name') is None:
+            raise ValueError('reward_metric_mode needs reward_metric_name')
+        reward_direction(kwargs['reward_metric_name'], kwargs['reward_metric_mode'])
+    ctrl_kwargs = kwargs.get('ctrl_kwargs')
+    if ctrl_kwargs is not None:
+        if not isinstance(ctrl_kwargs, dict):
+            raise TypeError(f'ctrl_kwargs must be a dict of ReinforceController arguments, got {ctrl_kwargs!r}')
+        try:
+            check_controller_arguments(**ctrl_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f'ctrl_kwargs: {exc}') from None
 
 
 def _cycle(loader) -> Iterator:
@@ -112,7 +151,7 @@ class EnasModule(BaseOneShotLightningModule):
     training_module
         The recipe that trains the child model (its ``training_step`` gives the loss); any NNI
         Lightning evaluator module (``Classification``'s, ``Regression``'s) or
-        :class:`~nni_enas.recipe.ChildTraining`.
+        :class:`~nni_enas.training.classification.ChildTraining`.
     reward_metric_name
         Reward the controller with this metric, read from what the recipe's ``validation_step``
         logs (``self.log(name, value)``) on one validation minibatch, as NNI's ENAS does: e.g.
@@ -125,7 +164,7 @@ class EnasModule(BaseOneShotLightningModule):
         ``reward_function(output, target) -> 0-dim tensor`` on a validation batch ``(input,
         target)``, where ``output`` is the recipe's forward of ``input`` (the first element when it
         returns ``(logits, aux_logits)``). Not together with ``reward_metric_name``. When neither
-        is given: top-1 accuracy (:func:`~nni_enas.recipe.accuracy`), for classification.
+        is given: top-1 accuracy (:func:`~nni_enas.training.classification.accuracy`), for classification.
     grad_clip
         Global-norm clip of the shared weights' gradients (5.0); ``None`` or 0 disables it.
     entropy_weight, skip_weight, baseline_decay, ctrl_lr
@@ -136,7 +175,7 @@ class EnasModule(BaseOneShotLightningModule):
     ctrl_steps
         Controller updates per epoch; ``None``: one pass over the reward loader.
     ctrl_kwargs
-        Keyword arguments of :class:`~nni_enas.controller.ReinforceController`.
+        Keyword arguments of :class:`~nni_enas.search.controller.ReinforceController`.
     num_candidates
         How many architectures :meth:`export` samples and scores to pick the best.
     candidate_batches
@@ -146,7 +185,13 @@ class EnasModule(BaseOneShotLightningModule):
         search) instead of eval mode (TF's macro search).
     cuda_graphs
         ``'auto'`` (CUDA graphs for the supernet's choice-free modules when the fit runs on a
-        CUDA device) or ``'off'``; see :mod:`nni_enas.cuda_graphs`.
+        CUDA device) or ``'off'``; see :mod:`nni_enas.training.cuda_graphs`.
+
+    Every argument is checked when the module is built (``ctrl_kwargs`` too, against
+    :class:`~nni_enas.search.controller.ReinforceController`): ``grad_clip``, ``entropy_weight``
+    and ``skip_weight`` >= 0, ``baseline_decay`` in [0, 1), ``ctrl_lr`` > 0, the counts
+    (``ctrl_steps_aggregate``, ``ctrl_steps``, ``num_candidates``, ``candidate_batches``) >= 1;
+    a value out of range is a ``ValueError`` naming the argument, its value and the range.
 
     Attributes
     ----------
@@ -156,7 +201,7 @@ class EnasModule(BaseOneShotLightningModule):
         ``seconds`` (controller phase), ``child_seconds``, ``images_per_s``. Also logged as
         ``ctrl_<name>`` at the epoch's end.
     last_export
-        The last :class:`~nni_enas.export.EpochExport` made by :meth:`export_epoch`, or ``None``.
+        The last :class:`~nni_enas.search.export.EpochExport` made by :meth:`export_epoch`, or ``None``.
     """
 
     def __init__(self, training_module, *, reward_metric_name: str | None = None,
@@ -165,6 +210,10 @@ class EnasModule(BaseOneShotLightningModule):
                  baseline_decay: float = 0.999, ctrl_lr: float = 3.5e-4, ctrl_steps_aggregate: int = 20,
                  ctrl_steps: int | None = None, ctrl_kwargs: dict | None = None, num_candidates: int = 100,
                  candidate_batches: int = 1, reward_train_mode: bool = False, cuda_graphs: str = 'auto'):
+        check_enas_arguments(grad_clip=grad_clip, entropy_weight=entropy_weight, skip_weight=skip_weight,
+                             baseline_decay=baseline_decay, ctrl_lr=ctrl_lr, ctrl_steps_aggregate=ctrl_steps_aggregate,
+                             ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs, num_candidates=num_candidates,
+                             candidate_batches=candidate_batches, reward_train_mode=reward_train_mode)
         super().__init__(training_module)
         if hasattr(training_module, 'nonfinite_check_every'):
             # our recipe would read its NaN flag every few steps; this module checks once an epoch
@@ -253,7 +302,7 @@ class EnasModule(BaseOneShotLightningModule):
 
     def teardown(self, stage=None):
         # Lightning has just moved the supernet to the CPU and freed cuBLAS's workspaces: the
-        # graphs could not replay; the next fit captures afresh (nni_enas.cuda_graphs)
+        # graphs could not replay; the next fit captures afresh (nni_enas.training.cuda_graphs)
         release_graphs(self)
         return super().teardown(stage)
 
@@ -380,7 +429,7 @@ class EnasModule(BaseOneShotLightningModule):
 
         Lightning calls the module's ``on_train_epoch_end`` after the callbacks' (but before
         ``ModelCheckpoint``'s), so a callback that needs the trained controller (like
-        :class:`~nni_enas.export.ArchitectureExport`) calls this first; later calls (and calls
+        :class:`~nni_enas.search.export.ArchitectureExport`) calls this first; later calls (and calls
         outside a fit) return the same statistics. Returns :attr:`epoch_stats`.
         """
         if not self._epoch_pending:
@@ -448,9 +497,10 @@ class EnasModule(BaseOneShotLightningModule):
     def train_controller(self) -> dict[str, float]:
         """The controller phase: ``ctrl_steps`` REINFORCE updates. Returns the phase's statistics.
 
-        Per update: ``ctrl_steps_aggregate`` architectures sampled in one batch, their rewards
-        computed on the device and moved to the CPU together, then the baseline (updated before
-        use, per sample, as TF) and one backward of the averaged loss.
+        Raises :class:`~nni_enas.search.controller.ControllerDivergedError` when the controller's
+        probabilities, loss, weights or baseline become NaN/inf (checked per update, and the weights
+        once at the phase's end, so a checkpoint never holds a diverged controller), and
+        :class:`~nni_enas.training.classification.NonFiniteLossError` when a reward is NaN/inf.
         """
         if self.reward_dataloader is None:
             raise RuntimeError('ENAS needs a validation (reward) dataloader')
@@ -461,31 +511,12 @@ class EnasModule(BaseOneShotLightningModule):
         self.controller.train()
         has_skips = any(d.kind == 'skip' for d in self.controller.decisions)
         rewards, entropies, losses, skip_on, skip_total = [], [], [], 0, 0
-        decay = self.baseline_decay
         try:
-            for _ in range(steps):
-                archs, log_prob, entropy, skip_penalty = self.controller.sample_batch(self.ctrl_steps_aggregate)
-                metric = []
-                for arch in archs:
-                    self.apply(arch)
-                    metric.append(torch.as_tensor(self._score([self._to_device(next(batches))]), dtype=torch.float32))
-                reward = torch.stack(metric).cpu() + self.entropy_weight * entropy.detach()   # one transfer
-                baselines = []
-                for r in reward:
-                    if not self.baseline_ready:    # start the baseline at the first reward
-                        self.baseline.fill_(r)
-                        self.baseline_ready.fill_(True)
-                    # TF updates the baseline before using it.
-                    self.baseline.sub_((1 - decay) * (self.baseline - r))
-                    baselines.append(self.baseline.clone())
-                loss = -log_prob * (reward - torch.stack(baselines)) + self.skip_weight * skip_penalty
-                self.ctrl_optimizer.zero_grad()
-                loss.mean().backward()   # the average gradient of the aggregated samples, in one pass
-                self.ctrl_optimizer.step()
-                self._controller_version += 1
+            for update in range(steps):
+                archs, reward, entropy, loss = self._controller_update(batches, update)
                 rewards.append(reward)
-                entropies.append(entropy.detach())
-                losses.append(loss.detach())
+                entropies.append(entropy)
+                losses.append(loss)
                 if has_skips:
                     for arch in archs:
                         for label, value in arch.items():
@@ -494,6 +525,7 @@ class EnasModule(BaseOneShotLightningModule):
                                 skip_total += self.controller.num_candidates(label)
         finally:
             self.training_module.train()
+        self._check_controller_state()
         stats = {
             'reward': float(torch.cat(rewards).mean()),
             'baseline': float(self.baseline),
@@ -505,6 +537,49 @@ class EnasModule(BaseOneShotLightningModule):
         if has_skips:
             stats['skip_rate'] = skip_on / skip_total if skip_total else 0.0
         return stats
+
+    def _controller_update(self, batches, update: int):
+        """One REINFORCE update: ``(archs, reward, entropy, loss)``, the tensors [ctrl_steps_aggregate], detached.
+
+        ``ctrl_steps_aggregate`` architectures sampled in one batch, their rewards computed on the
+        device and moved to the CPU together, then the baseline (updated before use, per sample, as
+        TF) and one backward of the averaged loss.
+        """
+        archs, log_prob, entropy, skip_penalty = self.controller.sample_batch(self.ctrl_steps_aggregate)
+        metric = []
+        for arch in archs:
+            self.apply(arch)
+            metric.append(torch.as_tensor(self._score([self._to_device(next(batches))]), dtype=torch.float32))
+        reward = torch.stack(metric).cpu() + self.entropy_weight * entropy.detach()   # one transfer
+        where = f'at epoch {self.current_epoch}, controller update {update}'
+        if not bool(torch.isfinite(reward).all()):
+            raise NonFiniteLossError(f'the reward (the child models\' validation metric) is NaN/inf {where}')
+        baselines = []
+        for r in reward:
+            if not self.baseline_ready:    # start the baseline at the first reward
+                self.baseline.fill_(r)
+                self.baseline_ready.fill_(True)
+            # TF updates the baseline before using it.
+            self.baseline.sub_((1 - self.baseline_decay) * (self.baseline - r))
+            baselines.append(self.baseline.clone())
+        loss = -log_prob * (reward - torch.stack(baselines)) + self.skip_weight * skip_penalty
+        if not bool(torch.isfinite(loss.detach()).all()):   # CPU tensors: no device sync
+            raise ControllerDivergedError(f'the controller diverged: its loss is NaN/inf {where}')
+        self.ctrl_optimizer.zero_grad()
+        loss.mean().backward()   # the average gradient of the aggregated samples, in one pass
+        self.ctrl_optimizer.step()
+        self._controller_version += 1
+        return archs, reward, entropy.detach(), loss.detach()
+
+    def _check_controller_state(self) -> None:
+        """Raise if an update left NaN/inf in the controller's weights or the baseline (once per phase)."""
+        if not bool(torch.isfinite(self.baseline)):
+            raise ControllerDivergedError(f'the controller diverged: its baseline is NaN/inf '
+                                          f'at epoch {self.current_epoch}')
+        for name, value in self.controller.named_parameters():
+            if not bool(torch.isfinite(value).all()):
+                raise ControllerDivergedError(f'the controller diverged: NaN/inf in its weights ({name}) '
+                                              f'at epoch {self.current_epoch}')
 
     # -- export ---------------------------------------------------------------------------------
 
@@ -522,7 +597,7 @@ class EnasModule(BaseOneShotLightningModule):
     def export_epoch(self) -> EpochExport:
         """The finished epoch's export, once per epoch: :meth:`finish_epoch`, then the best of K.
 
-        Run before the checkpoint is written (:class:`~nni_enas.export.ArchitectureExport` calls
+        Run before the checkpoint is written (:class:`~nni_enas.search.export.ArchitectureExport` calls
         it from ``on_train_epoch_end``), so the checkpoint's random state follows the export's
         sampling and a resumed run continues exactly as one that did not stop.
         """
@@ -592,7 +667,7 @@ class Enas(RandomOneShot):
     gives the controller's rewards (``reward_metric_name``: a metric its ``validation_step``
     logs). Keyword arguments are those of :class:`EnasModule` (``reward_metric_name``,
     ``reward_metric_mode``, ``reward_function``, ``cuda_graphs``, ...); the space may use
-    ``InputChoice(n_chosen=None)``. Add :class:`~nni_enas.export.ArchitectureExport` to the
+    ``InputChoice(n_chosen=None)``. Add :class:`~nni_enas.search.export.ArchitectureExport` to the
     evaluator's callbacks to export (and write) the best architecture after every epoch.
     """
 
@@ -600,8 +675,9 @@ class Enas(RandomOneShot):
         unknown = sorted(set(enas_kwargs) - _enas_module_keywords())
         if unknown:
             raise TypeError(f'Enas() got unexpected keyword argument(s) {", ".join(unknown)}')
-        if enas_kwargs.get('reward_metric_name') is not None and enas_kwargs.get('reward_function') is not None:
-            raise ValueError('give either reward_metric_name or reward_function, not both')
+        check_enas_arguments(**enas_kwargs)     # now, not when the experiment builds the module
+        if 'cuda_graphs' in enas_kwargs:
+            use_cuda_graphs(enas_kwargs['cuda_graphs'], None)
         super().__init__()
         self.enas_kwargs = enas_kwargs
         self._module: EnasModule | None = None

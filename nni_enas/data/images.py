@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import pickle
-import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from nni_enas.data.download import download_into
+from nni_enas.data.errors import DataError
 
 __all__ = ['DataError', 'ImageTensors', 'read_cifar10', 'load_data', 'BatchLoader']
 
@@ -41,10 +43,8 @@ _CIFAR10_FILES = _CIFAR10_TRAIN_FILES + ['test_batch', 'batches.meta']
 
 #: Fraction of the images held out when a set has no separate split of the needed size.
 HOLDOUT_FRACTION = 0.1
-
-
-class DataError(Exception):
-    """Bad or missing data; the message is one line meant for the user."""
+# The test set's folder in an image folder (the first that exists); never a class beside class folders.
+HELD_OUT_FOLDERS = ('val', 'test')
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,50 +241,49 @@ def _download_cifar10(target: Path) -> str:
     A failed download leaves nothing behind: the folders it created and the partial archive
     are removed.
     """
-    created = [p for p in (target, *target.parents) if not p.exists()]
-    before = set(target.iterdir()) if target.is_dir() else set()
-    try:
+    def fetch(folder: Path) -> None:
         # torchvision is only used to fetch and extract the archive; we read it ourselves.
         import torchvision
-        torchvision.datasets.CIFAR10(str(target), train=True, download=True)
-        return ''
-    except Exception as exc:  # no network, bad checksum, full disk ...: say why, clean up
-        reason = ' '.join(str(exc).split()) or exc.__class__.__name__
-        if target.is_dir():
-            for path in set(target.iterdir()) - before:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        for folder in created:          # deepest first
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        return f' and the download failed ({exc.__class__.__name__}: {reason})'
+        torchvision.datasets.CIFAR10(str(folder), train=True, download=True)
+    return download_into(target, fetch)
 
 
 # --------------------------------------------------------------------------------------------
 # Image folders
 # --------------------------------------------------------------------------------------------
 
-def _read_image_folder(folder: Path, image_size: int,
-                       class_to_idx: dict[str, int] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode every image under ``folder/<class>/`` to uint8 RGB ``[N, 3, S, S]``.
-
-    Without ``class_to_idx`` the classes are the sub-folders that hold at least one image,
-    sorted by name.  With it (a test folder), each sub-folder must be one of its classes.
-    """
-    from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    from torchvision.transforms.functional import pil_to_tensor
+def _class_folders(folder: Path, skip: Sequence[str] = ()) -> list[str]:
+    """The names of the sub-folders of ``folder`` (sorted), except those in ``skip``; at least one."""
+    from torchvision.datasets.folder import find_classes
 
     if not folder.is_dir():
         what = 'is a file, not a folder of class folders' if folder.exists() else 'not found'
         raise DataError(f'image folder {what}: {folder}')
     try:
-        names, _ = find_classes(str(folder))
+        names = [name for name in find_classes(str(folder))[0] if name not in skip]
     except FileNotFoundError:
-        raise DataError(f'no class sub-folders in {folder} (expected one folder of images '
-                        f'per class)') from None
+        names = []
     except OSError as exc:
         raise DataError(f'cannot read image folder {folder}: {exc}') from None
+    if not names:
+        raise DataError(f'no class sub-folders in {folder} (expected one folder of images per class)')
+    return names
+
+
+def _read_image_folder(folder: Path, image_size: int,
+                       class_to_idx: dict[str, int] | None = None, skip: Sequence[str] = ()
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every image under ``folder/<class>/`` to uint8 RGB ``[N, 3, S, S]``.
+
+    Without ``class_to_idx`` the classes are the sub-folders that hold at least one image,
+    sorted by name, except those named in ``skip``.  With it (a test folder), each sub-folder
+    must be one of its classes.
+    """
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.transforms.functional import pil_to_tensor
+
+    names = _class_folders(folder, skip)
     if class_to_idx is None:
         lookup = {name: i for i, name in enumerate(names)}
     else:
@@ -324,16 +323,40 @@ def _read_image_folder(folder: Path, image_size: int,
     return images, labels, classes
 
 
+def _check_test_folder(test_dir: Path) -> None:
+    """Refuse a test folder without class folders (e.g. a class that happens to be named ``val``)."""
+    try:
+        has_classes = any(p.is_dir() for p in test_dir.iterdir())
+    except OSError as exc:
+        raise DataError(f'cannot read image folder {test_dir}: {exc}') from None
+    if not has_classes:
+        raise DataError(f'{test_dir} holds no class folders: {test_dir.name}/ is read as the test set, one folder '
+                        f'per class (rename it if it is a class)')
+
+
 def _load_imagefolder(data_dir: Path, image_size: int, seed: int
                       ) -> tuple[torch.Tensor, torch.Tensor, list[str],
                                  torch.Tensor, torch.Tensor]:
-    """(train images, train labels, classes, test images, test labels) of an image folder."""
+    """(train images, train labels, classes, test images, test labels) of an image folder.
+
+    One sub-folder of images per class (torchvision ``ImageFolder`` layout). The test set is
+    ``data_dir/val`` (or else ``data_dir/test``) when it exists, and the training set
+    ``data_dir/train`` if it exists, else the class folders of ``data_dir`` itself: beside class
+    folders, ``val/`` and ``test/`` are never classes (a ``val/`` without class folders in it is
+    refused). Without a test folder, the training folder is shuffled with ``seed`` and its last
+    10% (at least one image) is held out as the test set, which neither split trains on. The
+    training images are shuffled with ``seed`` in every layout, so the search split's valid tail
+    is a random sample. Images are converted to RGB and resized to ``image_size`` x
+    ``image_size`` (bilinear, aspect ratio not kept).
+    """
     # Image folders list images class by class: shuffle (seeded) so that a tail is a fair sample.
     generator = torch.Generator().manual_seed(seed)
     train_dir = data_dir / 'train' if (data_dir / 'train').is_dir() else data_dir
-    test_dir = next((data_dir / n for n in ('val', 'test') if (data_dir / n).is_dir()), None)
-    if train_dir != data_dir and test_dir is not None:
-        images, labels, classes = _read_image_folder(train_dir, image_size)
+    test_dir = next((data_dir / n for n in HELD_OUT_FOLDERS if (data_dir / n).is_dir()), None)
+    if test_dir is not None:
+        _check_test_folder(test_dir)
+        skip = HELD_OUT_FOLDERS if train_dir == data_dir else ()
+        images, labels, classes = _read_image_folder(train_dir, image_size, skip=skip)
         perm = torch.randperm(len(labels), generator=generator)
         test_images, test_labels, _ = _read_image_folder(
             test_dir, image_size, {name: i for i, name in enumerate(classes)})
@@ -379,20 +402,8 @@ def load_data(dataset: str, data_dir: str | Path | None, *, split: str,
     ----------
     dataset : {'cifar10', 'imagefolder', 'synthetic'}
         ``'cifar10'``: the python-pickle files, see :func:`read_cifar10`.
-        ``'imagefolder'``: one sub-folder of images per class (torchvision ``ImageFolder``
-        layout).  If ``data_dir/train`` and ``data_dir/val`` (or ``data_dir/test``) both
-        exist they are the training and test sets; otherwise the image folder is
-        ``data_dir/train`` if it exists, else ``data_dir`` itself: it is shuffled with
-        ``seed`` and its last 10% (at least one image) is held out as the test set, which
-        neither split trains on.  The training images are shuffled with ``seed`` in every
-        layout (folders list images class by class), so the search split's valid tail is a
-        random sample.
-        Images are converted to RGB and resized to ``image_size`` x ``image_size``
-        (bilinear, aspect ratio not kept).
-        ``'synthetic'``: ``synthetic_size`` random uint8 images ``[3, image_size, image_size]``
-        with random labels in 0..9 (CIFAR-10 class names), drawn from a
-        ``torch.Generator`` seeded with ``seed``; for ``split='final'`` a test set of
-        ``max(1, synthetic_size // 5)`` images is drawn after them.
+        ``'imagefolder'``: one sub-folder of images per class, see :func:`_load_imagefolder`.
+        ``'synthetic'``: random images and labels, see :func:`_load_synthetic`.
     data_dir : str or Path
         Where the data lives (ignored for ``'synthetic'``).
     split : {'search', 'final'}
@@ -421,40 +432,53 @@ def load_data(dataset: str, data_dir: str | Path | None, *, split: str,
     DataError
         Unknown dataset or split, missing or unreadable data, too few images or classes.
     """
+    _check_request(dataset, data_dir, split=split, valid_size=valid_size, image_size=image_size,
+                   synthetic_size=synthetic_size)
+    if dataset == 'cifar10':
+        train, test = _load_cifar10(Path(data_dir).expanduser().absolute(), download)
+    elif dataset == 'imagefolder':
+        images, labels, classes, test_images, test_labels = _load_imagefolder(
+            Path(data_dir).expanduser().absolute(), image_size, seed)
+        train = ImageTensors(images, labels, classes)
+        test = ImageTensors(test_images, test_labels, classes, mean=train.mean, std=train.std)
+    else:
+        train, test = _load_synthetic(synthetic_size, image_size, seed, with_test=split == 'final')
+    if split == 'search':
+        return _search_split(train, valid_size)
+    return train, test
+
+
+def _check_request(dataset: str, data_dir, *, split: str, valid_size: int, image_size: int,
+                   synthetic_size: int) -> None:
+    """Refuse an unknown dataset or split and impossible sizes before reading anything."""
     if split not in ('search', 'final'):
         raise DataError(f"unknown split {split!r} (expected 'search' or 'final')")
     if split == 'search' and valid_size < 1:
         raise DataError(f'valid_size must be at least 1, got {valid_size}')
     if image_size < 1:
         raise DataError(f'image_size must be at least 1, got {image_size}')
-    if dataset in ('cifar10', 'imagefolder') and data_dir is None:
-        raise DataError(f'--dataset {dataset} needs a data folder')
-    if dataset == 'cifar10':
-        if image_size != 32:
-            raise DataError(f'CIFAR-10 images are 32x32; image size {image_size} is not supported')
-        train, test = _load_cifar10(Path(data_dir).expanduser().absolute(), download)
-    elif dataset == 'imagefolder':
-        folder = Path(data_dir).expanduser().absolute()
-        images, labels, classes, test_images, test_labels = _load_imagefolder(
-            folder, image_size, seed)
-        train = ImageTensors(images, labels, classes)
-        test = ImageTensors(test_images, test_labels, classes, mean=train.mean, std=train.std)
-    elif dataset == 'synthetic':
-        if synthetic_size < 1:
-            raise DataError(f'synthetic_size must be at least 1, got {synthetic_size}')
-        generator = torch.Generator().manual_seed(seed)
-        train = ImageTensors(*_synthetic(synthetic_size, image_size, generator), CIFAR10_CLASSES)
-        if split == 'search':
-            return _search_split(train, valid_size)
-        test_images, test_labels = _synthetic(max(1, synthetic_size // 5), image_size, generator)
-        test = ImageTensors(test_images, test_labels, CIFAR10_CLASSES,
-                            mean=train.mean, std=train.std)
-    else:
+    if dataset not in ('cifar10', 'imagefolder', 'synthetic'):
         raise DataError(f'unknown dataset {dataset!r} '
                         f"(expected 'cifar10', 'imagefolder' or 'synthetic')")
-    if split == 'search':
-        return _search_split(train, valid_size)
-    return train, test
+    if dataset in ('cifar10', 'imagefolder') and data_dir is None:
+        raise DataError(f'--dataset {dataset} needs a data folder')
+    if dataset == 'cifar10' and image_size != 32:
+        raise DataError(f'CIFAR-10 images are 32x32; image size {image_size} is not supported')
+    if dataset == 'synthetic' and synthetic_size < 1:
+        raise DataError(f'synthetic_size must be at least 1, got {synthetic_size}')
+
+
+def _load_synthetic(count: int, image_size: int, seed: int, *, with_test: bool
+                    ) -> tuple[ImageTensors, ImageTensors | None]:
+    """``count`` random uint8 images ``[3, image_size, image_size]`` with random labels in 0..9
+    (CIFAR-10 class names), drawn from a ``torch.Generator`` seeded with ``seed``; with
+    ``with_test``, a test set of ``max(1, count // 5)`` images drawn after them."""
+    generator = torch.Generator().manual_seed(seed)
+    train = ImageTensors(*_synthetic(count, image_size, generator), CIFAR10_CLASSES)
+    if not with_test:
+        return train, None
+    test_images, test_labels = _synthetic(max(1, count // 5), image_size, generator)
+    return train, ImageTensors(test_images, test_labels, CIFAR10_CLASSES, mean=train.mean, std=train.std)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Run folders: where a run's files go, the settings it started with, resuming it, its lock.
 
 A run folder holds ``args.json`` (the command and its settings, :func:`save_settings`),
-``checkpoints/last.ckpt`` (:mod:`nni_enas.checkpoints`), ``tensorboard/`` and the command's
+``checkpoints/last.ckpt`` (:mod:`nni_enas.run.checkpoints`), ``tensorboard/`` and the command's
 results. Both commands go through the same three steps:
 
 1. :func:`check_run_dir` (before any work, nothing written): which folder, whether it resumes,
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .checkpoints import checkpoint_epoch, checkpoint_path, last_checkpoint
-from .cli import fail
-from .files import write_json_atomic
+from nni_enas.run.checkpoints import checkpoint_epoch, checkpoint_path, last_checkpoint
+from nni_enas.run.cli import fail
+from nni_enas.files import write_json_atomic
 
 __all__ = ['SETTINGS_FILE', 'LOCK_FILE', 'RunLock', 'check_writable', 'check_run_dir', 'start_run_dir',
            'new_run_dir', 'save_settings', 'load_settings', 'resume_settings', 'resume_note']
@@ -52,7 +52,7 @@ class RunLock:
         self._file = None
 
     def acquire(self) -> RunLock:
-        """Take the lock or fail (:class:`~nni_enas.cli.CliError`) naming its holder."""
+        """Take the lock or fail (:class:`~nni_enas.run.cli.CliError`) naming its holder."""
         f = open(self.path, 'a+')
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -219,7 +219,7 @@ def _read_settings_file(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``settings`` saved by :func:`save_settings` (:class:`~nni_enas.cli.CliError` if missing or unreadable)."""
+    """The ``settings`` saved by :func:`save_settings` (:class:`~nni_enas.run.cli.CliError` if missing or unreadable)."""
     return _read_settings_file(run_dir)['settings']
 
 
@@ -234,7 +234,7 @@ def resume_settings(args: argparse.Namespace, explicit: set[str], may_change: se
                     command: str) -> argparse.Namespace:
     """The settings of ``command``'s run in ``args.resume`` (it must have a checkpoint), with the
     options in ``may_change`` that the user typed (``explicit``) taken from ``args``; any other
-    typed option that differs from the run's fails (:class:`~nni_enas.cli.CliError`)."""
+    typed option that differs from the run's fails (:class:`~nni_enas.run.cli.CliError`)."""
     run_dir = Path(args.resume)
     content = _read_settings_file(run_dir)
     owner = _command_of(content)

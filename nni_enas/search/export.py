@@ -2,7 +2,7 @@
 
 The paper derives the architecture to retrain from the final controller: sample K
 architectures, score each on the same validation minibatch(es), keep the best (spec Part 1).
-:meth:`EnasModule.export_epoch <nni_enas.enas.EnasModule.export_epoch>` does that after an
+:meth:`EnasModule.export_epoch <nni_enas.search.enas.EnasModule.export_epoch>` does that after an
 epoch's controller phase and returns an :class:`EpochExport`; :class:`ArchitectureExport` is
 the Lightning callback that does it after every epoch (and writes ``exported.json``);
 :func:`write_exported` writes one in our format (:mod:`nni_enas.architecture`).
@@ -67,7 +67,7 @@ class EpochExport:
 
 def export_record(space, export: EpochExport, **provenance) -> dict[str, Any]:
     """The ``exported.json`` record of ``export`` (our :class:`MacroSpace`/:class:`MicroSpace` only)."""
-    from .architecture import architecture_record
+    from nni_enas.architecture import architecture_record
     if not (hasattr(space, 'name') and hasattr(space, 'args')):
         raise TypeError(f'exported.json holds architectures of nni_enas spaces (MacroSpace, MicroSpace), not of '
                         f'{type(space).__name__}; use the architecture dict (EpochExport.arch) instead')
@@ -92,8 +92,8 @@ def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space
     >>> export = module.export_epoch()            # after a fit, or ArchitectureExport(...).last
     >>> write_exported('exported.json', space, export, dataset='cifar10')
     """
-    from .architecture import save_architecture
-    from .files import write_json_atomic
+    from nni_enas.architecture import save_architecture
+    from nni_enas.files import write_json_atomic
     record = export_record(space, export, **provenance)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     for i, path in enumerate(paths):
@@ -109,8 +109,8 @@ class ArchitectureExport(pl.Callback):
 
     Lightning runs callbacks' ``on_train_epoch_end`` before the module's, and ``ModelCheckpoint``
     after both: this callback first makes the module finish the epoch (its controller phase,
-    :meth:`~nni_enas.enas.EnasModule.finish_epoch`), then exports
-    (:meth:`~nni_enas.enas.EnasModule.export_epoch`), so the checkpoint written next holds the
+    :meth:`~nni_enas.search.enas.EnasModule.finish_epoch`), then exports
+    (:meth:`~nni_enas.search.enas.EnasModule.export_epoch`), so the checkpoint written next holds the
     trained controller and the random state after the export's sampling (a resumed run continues
     exactly). Callbacks listed after this one see the epoch's result in :attr:`last`.
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 
-from .cuda_graphs import _holds_choice, graph_supernet, release_graphs, use_cuda_graphs
+from nni_enas.arguments import check_number
+from nni_enas.training.cuda_graphs import _holds_choice, graph_supernet, release_graphs, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
 
@@ -55,7 +56,7 @@ class ChildTraining(LightningModule):
     lr_scheduler
         An epoch-wise LR scheduler for ``optimizer`` (when ``optimizer`` is an instance).
     metrics
-        ``metrics(logits, target) -> dict[str, float | tensor]``, logged with a ``child_`` prefix;
+        ``metrics(logits, target) -> dict[str, float | tensor]``, logged with ``log_prefix``;
         top-1 accuracy by default.
     aux_weight
         Weight of the auxiliary loss when the network returns ``(logits, aux_logits)`` (0.4).
@@ -65,10 +66,14 @@ class ChildTraining(LightningModule):
     cuda_graphs
         ``'auto'``: on a CUDA device, a fixed network (no choices: retraining) runs its training
         forward + backward and its evaluation forward as CUDA graphs
-        (:mod:`nni_enas.cuda_graphs`), inside whatever autocast the trainer's precision sets;
+        (:mod:`nni_enas.training.cuda_graphs`), inside whatever autocast the trainer's precision sets;
         the optimizer step stays eager (the LR changes per epoch). A supernet is left to the
-        search (:func:`~nni_enas.cuda_graphs.graph_supernet`). Off under data parallelism.
+        search (:func:`~nni_enas.training.cuda_graphs.graph_supernet`). Off under data parallelism.
         ``'off'``: plain eager PyTorch.
+    log_prefix
+        Prefix of the logged training loss and metrics: ``'child_'`` (``child_loss``,
+        ``child_acc``: the search's child models) or, for a fixed network, e.g. ``'train_'``.
+        The held-out values are always ``test_loss`` and ``test_<metric>``.
 
     Notes
     -----
@@ -86,7 +91,9 @@ class ChildTraining(LightningModule):
 
     def __init__(self, loss: Callable | None = None, optimizer=None, lr_scheduler=None,
                  metrics: Callable | None = None, aux_weight: float = 0.4, drop_path_steps: int | None = None,
-                 cuda_graphs: str = 'auto'):
+                 cuda_graphs: str = 'auto', log_prefix: str = 'child_'):
+        check_number('aux_weight', aux_weight, low=0)
+        check_number('drop_path_steps', drop_path_steps, low=1, integer=True, optional=True)
         super().__init__()
         use_cuda_graphs(cuda_graphs, None)        # ValueError now on a bad mode, not at fit time
         self.criterion = loss or nn.CrossEntropyLoss()
@@ -96,6 +103,7 @@ class ChildTraining(LightningModule):
         self.aux_weight = aux_weight
         self.drop_path_steps = drop_path_steps
         self.cuda_graphs = cuda_graphs
+        self.log_prefix = log_prefix
         self.graphed: list[str] = []          # what enable_cuda_graphs wrapped
         # this epoch's sums of (loss, *metrics) x batch size, on the device, and its images
         self._epoch_names: list[str] = []
@@ -203,7 +211,7 @@ class ChildTraining(LightningModule):
             return
         means = self._epoch_sums / self._epoch_images
         for i, name in enumerate(self._epoch_names):
-            self.log(f'child_{name}', means[i], on_step=False, on_epoch=True, prog_bar=True,
+            self.log(f'{self.log_prefix}{name}', means[i], on_step=False, on_epoch=True, prog_bar=True,
                      batch_size=self._epoch_images, sync_dist=True)
         self._epoch_sums = None
 

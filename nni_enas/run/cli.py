@@ -26,8 +26,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import torch
 
-from .cuda_graphs import MODES as CUDA_GRAPH_MODES
-from .cuda_graphs import CudaGraphCaptureError
+from nni_enas.training.cuda_graphs import MODES as CUDA_GRAPH_MODES
+from nni_enas.training.cuda_graphs import CudaGraphCaptureError
 
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
@@ -77,6 +77,10 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class TerminateRequest(KeyboardInterrupt):
+    """SIGTERM turned into an exception (see :func:`nni_enas.run.control.sigterm_as_interrupt`)."""
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *,
              user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Call ``main(argv)``; turn :class:`CliError` and ``user_errors`` into ``error:`` + status 2.
@@ -87,7 +91,6 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     torch < 2.13 its ``empty_cache`` trips over the dead capture). Returns the exit status, so
     ``sys.exit(run_main(...))`` in the script and a plain call in tests.
     """
-    from .runcontrol import TerminateRequest
     try:
         return main(argv)
     except (CliError, *user_errors) as exc:

@@ -21,8 +21,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from .cli import fail
-from .files import atomic_write
+from nni_enas.run.cli import fail
+from nni_enas.files import atomic_write
 
 __all__ = ['CHECKPOINT', 'checkpoint_path', 'AtomicCheckpointIO', 'RngStateCallback', 'checkpoint_callback',
            'last_checkpoint', 'checkpoint_epoch', 'saved_state']
@@ -98,7 +98,7 @@ def checkpoint_callback(run_dir: str | os.PathLike) -> ModelCheckpoint:
 
 
 def last_checkpoint(run_dir: str | os.PathLike, command: str = 'search.py') -> Path:
-    """``run_dir/checkpoints/last.ckpt`` (:class:`~nni_enas.cli.CliError` if the run has none yet)."""
+    """``run_dir/checkpoints/last.ckpt`` (:class:`~nni_enas.run.cli.CliError` if the run has none yet)."""
     path = checkpoint_path(run_dir)
     if not path.is_file():
         fail(f'{run_dir} has no checkpoint ({CHECKPOINT}): the run stopped before finishing its first epoch, so '
@@ -107,7 +107,7 @@ def last_checkpoint(run_dir: str | os.PathLike, command: str = 'search.py') -> P
 
 
 def checkpoint_epoch(path: str | os.PathLike) -> int:
-    """Number of epochs completed in a Lightning checkpoint (:class:`~nni_enas.cli.CliError` if unreadable)."""
+    """Number of epochs completed in a Lightning checkpoint (:class:`~nni_enas.run.cli.CliError` if unreadable)."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=False, mmap=True)
         return int(checkpoint['epoch']) + 1

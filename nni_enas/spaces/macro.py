@@ -1,6 +1,6 @@
 """ENAS macro search space (spec A): a chain of layers, each with one op and skips to earlier layers.
 
-Labels: ``layer_{i}/op`` (one of :data:`~nni_enas.ops.MACRO_OPS`) and ``layer_{i}/skip`` (for
+Labels: ``layer_{i}/op`` (one of :data:`~nni_enas.spaces.ops.MACRO_OPS`) and ``layer_{i}/skip`` (for
 i >= 1: the subset of [stem, layer_0, ..., layer_{i-2}] summed into layer i; the immediate
 predecessor is always the op's input).
 """
@@ -12,9 +12,9 @@ import torch.nn as nn
 from nni.mutable import label_scope
 from nni.nas.nn.pytorch import InputChoice, LayerChoice
 
-from .space import EnasSpace
-from .ops import MACRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
-from .supernet import chosen_indices
+from nni_enas.spaces.base import EnasSpace
+from nni_enas.spaces.ops import MACRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
+from nni_enas.spaces.supernet import chosen_indices
 
 __all__ = ['MacroSpace']
 

@@ -4,7 +4,7 @@
   final widths, dropout, auxiliary head and drop path, each overridable);
 * :class:`ShardedBatches` and :class:`RetrainData`: the batches of one data-parallel rank, a
   different shard of the training set every epoch (Lightning cannot inject a
-  ``DistributedSampler``: :class:`~nni_enas.data.BatchLoader` is not a DataLoader), and its
+  ``DistributedSampler``: :class:`~nni_enas.data.images.BatchLoader` is not a DataLoader), and its
   shard of the test set;
 * :class:`ReplicaHashes`: the weight hashes of all ranks at the end (replicas must agree).
 """
@@ -19,8 +19,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from .architecture import count_parameters
-from .data import BatchLoader, ImageTensors
+from nni_enas.architecture import count_parameters
+from nni_enas.data.images import BatchLoader, ImageTensors
 
 __all__ = ['final_space_args', 'count_parameters', 'ShardedBatches', 'RetrainData',
            'weights_sha256', 'ReplicaHashes']
@@ -75,7 +75,7 @@ class ShardedBatches:
     seed
         Seed of the permutations and the augmentation.
     shuffle, augment, cutout, device
-        As for :class:`~nni_enas.data.BatchLoader`.
+        As for :class:`~nni_enas.data.images.BatchLoader`.
     channels_last
         Serve batches in channels-last memory format (faster convolutions on recent GPUs).
     """

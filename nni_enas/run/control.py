@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from .checkpoints import AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_path, saved_state
-from .cli import EXIT_FAILED, say
+from nni_enas.run.checkpoints import AtomicCheckpointIO, RngStateCallback, checkpoint_callback, checkpoint_path, saved_state
+from nni_enas.run.cli import EXIT_FAILED, TerminateRequest, say
 
 __all__ = ['quiet_library_noise', 'EpochProgressBar', 'want_progress_bar', 'print_line', 'TerminateRequest',
-           'sigterm_as_interrupt', 'StopWatcher', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
+           'sigterm_as_interrupt', 'StopWatcher', 'EpochAxis', 'run_callbacks', 'trainer_kwargs', 'fit_watched',
            'fit_ending']
 
 
@@ -100,14 +100,12 @@ class EpochProgressBar(TQDMProgressBar):
 
     While the epoch's last step runs it says what else happens in that step
     (``after_last_step``, e.g. ``'+ controller'``) so a long pause is not mistaken for a hang.
-    ``rename`` relabels the module's logged values (``{'child_loss': 'train_loss'}``). The bar
-    is erased when training ends, so the last thing on the screen is the last summary line.
+    The bar is erased when training ends, so the last thing on the screen is the last summary line.
     """
 
-    def __init__(self, after_last_step: str = '', rename: dict[str, str] | None = None, **kwargs):
+    def __init__(self, after_last_step: str = '', **kwargs):
         super().__init__(**kwargs)
         self.after_last_step = after_last_step
-        self.rename = dict(rename or {})
 
     def _label(self, trainer) -> str:
         return f'epoch {trainer.current_epoch + 1}/{trainer.max_epochs}'
@@ -128,7 +126,8 @@ class EpochProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop('v_num', None)
-        return {self.rename.get(k, k): v for k, v in items.items()}
+        items.pop('step', None)         # EpochAxis's
+        return items
 
 
 def want_progress_bar(choice: bool | None = None) -> bool:
@@ -162,10 +161,6 @@ def print_line(trainer: pl.Trainer, line: str) -> None:
 # --------------------------------------------------------------------------------------------
 # stopping: signals and how a fit ended
 # --------------------------------------------------------------------------------------------
-
-class TerminateRequest(KeyboardInterrupt):
-    """SIGTERM turned into an exception (see :func:`sigterm_as_interrupt`)."""
-
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
@@ -228,14 +223,18 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
     """Call ``fit()`` (a Lightning fit with ``stop`` among its callbacks); say how it ended.
 
     Returns ``None`` when it completed, ``'nonfinite'`` when the training loss became NaN/inf
-    (:class:`~nni_enas.recipe.NonFiniteLossError`), ``'SIGINT'`` / ``'SIGTERM'`` when stopped
-    by a signal (SIGTERM stops at once, see :func:`sigterm_as_interrupt`); any other exception
-    propagates.
+    (:class:`~nni_enas.training.classification.NonFiniteLossError`), ``'diverged'`` when the
+    search's controller did (:class:`~nni_enas.search.controller.ControllerDivergedError`),
+    ``'SIGINT'`` / ``'SIGTERM'`` when stopped by a signal (SIGTERM stops at once, see
+    :func:`sigterm_as_interrupt`); any other exception propagates.
     """
-    from .recipe import NonFiniteLossError
+    from nni_enas.search.controller import ControllerDivergedError
+    from nni_enas.training.classification import NonFiniteLossError
     try:
         with sigterm_as_interrupt():
             fit()
+    except ControllerDivergedError:
+        return 'diverged'
     except NonFiniteLossError:
         return 'nonfinite'
     except SystemExit:
@@ -251,16 +250,18 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
                loss: str, exports: Sequence[Path] = (), lead: bool = True) -> int | None:
     """Say how a fit that did not complete ended (``how`` from :func:`fit_watched`); its exit status.
 
-    ``None`` when it completed. A NaN/inf ``loss`` is one ``error:`` line and status 1; a signal
-    says what is saved and how to go on (``--resume``, or start again when no epoch was saved),
-    status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
+    ``None`` when it completed. A NaN/inf ``loss`` or a diverged controller is one ``error:`` line
+    and status 1; a signal says what is saved and how to go on (``--resume``, or start again when
+    no epoch was saved), status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
     """
     if how is None:
         return None
-    if how == 'nonfinite':
+    if how in ('nonfinite', 'diverged'):
+        what = (f'the {loss} became NaN/inf' if how == 'nonfinite'
+                else 'the controller diverged (NaN/inf in its probabilities, loss, weights or baseline)')
         if lead:
-            say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
-                f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
+            say(f'error: {what} in epoch {epoch}/{epochs}; stopped ({saved_state(run_dir, exports)}); '
+                f'try a lower {"--lr-max" if how == "nonfinite" else "--ctrl-lr"}', file=sys.stderr)
         return EXIT_FAILED
     if lead:
         if checkpoint_path(run_dir).is_file():
@@ -276,16 +277,37 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
 # what every run's Lightning trainer gets
 # --------------------------------------------------------------------------------------------
 
+class EpochAxis(pl.Callback):
+    """Every value a run logs to TensorBoard is plotted against the epoch, counted from 1 as the summary lines.
+
+    Lightning writes what a module logs at an epoch's end at its global step (the child steps so
+    far), unless a value named ``step`` is logged with it (``LoggerConnector.log_metrics``): this
+    callback logs the epoch as ``step`` at the ends of the training and the test (validation)
+    epochs. The commands write their own values (``search/*``, ``controller/*``, ``retrain/*``,
+    the drawings) at the epoch too, so one run's tags share one x-axis.
+    """
+
+    @staticmethod
+    def _log(trainer, module) -> None:
+        module.log('step', float(trainer.current_epoch + 1), on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._log(trainer, module)
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, module)
+
+
 def run_callbacks(run_dir: Path, monitors: Sequence[pl.Callback], *, progress_bar: bool,
-                  after_last_step: str = '', rename: dict[str, str] | None = None
-                  ) -> tuple[list[pl.Callback], StopWatcher]:
+                  after_last_step: str = '') -> tuple[list[pl.Callback], StopWatcher]:
     """The callbacks of a run, in the order they must run at an epoch's end: the progress bar,
-    the command's ``monitors`` (summaries, export), the RNG state, the stop watcher, and last
-    the checkpoint (so it holds the RNG state after the monitors drew from it). Returns them and
-    the :class:`StopWatcher` to pass to :func:`fit_watched`."""
+    the command's ``monitors`` (summaries, export), the TensorBoard x-axis (:class:`EpochAxis`),
+    the RNG state, the stop watcher, and last the checkpoint (so it holds the RNG state after the
+    monitors drew from it). Returns them and the :class:`StopWatcher` to pass to :func:`fit_watched`."""
     stop = StopWatcher()
-    bar = [EpochProgressBar(after_last_step=after_last_step, rename=rename)] if progress_bar else []
-    return [*bar, *monitors, RngStateCallback(), stop, checkpoint_callback(run_dir)], stop
+    bar = [EpochProgressBar(after_last_step=after_last_step)] if progress_bar else []
+    return [*bar, *monitors, EpochAxis(), RngStateCallback(), stop, checkpoint_callback(run_dir)], stop
 
 
 def trainer_kwargs(run_dir: str | os.PathLike, *, settings: dict[str, Any] | None = None,

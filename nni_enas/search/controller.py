@@ -15,7 +15,7 @@ group starts again from the input ``g_emb``.
 
 Anchor attention (spec C.1) is opt-in: it is used only for the groups a space *declares* in its
 ``anchor_groups`` attribute (a dict ``group -> g``, or a method returning one), as
-:class:`~nni_enas.space.EnasSpace` does for our macro (``{'': 0}``) and micro
+:class:`~nni_enas.spaces.base.EnasSpace` does for our macro (``{'': 0}``) and micro
 (``{'normal': 2, 'reduce': 2}``) spaces. In a declared group, every unit leaves an anchor (the
 hidden state of its last step) when it ends, and an input or skip decision with n candidates,
 taken when the group's units so far left k anchors, attends over the group's ``g = n - k``
@@ -26,6 +26,12 @@ space, e.g. NNI's own) gets a plain linear head and embedding, shared by decisio
 kind and size: the controller never guesses which earlier decision an input candidate is.
 The declaration is read from the space's class, so it survives NNI's one-shot mutation
 (``Enas().mutate_model(space)`` keeps the top-level ``ModelSpace``).
+
+A space may also declare ``index_choices``: names (the label's last part, e.g. ``prev``) of
+``Categorical`` choices whose values 0..n-1 are the indices of the group's leading inputs and earlier
+units, as the recurrent cell's ``node_{j}/prev`` picks one of nodes 0..j-1. The controller takes
+such a choice as an input decision (attention in a declared group) whose value is the index itself,
+not a one-element list.
 
 Inactive decisions: where NNI's modules say that a decision only matters in some architectures,
 a decision inactive in a sampled architecture is still sampled (the architecture dict stays
@@ -41,6 +47,7 @@ earlier in the walk (NNI's ``simplify()`` lists it first); otherwise the decisio
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -51,7 +58,19 @@ import torch.nn.functional as F
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from nni.nas.nn.pytorch import LayerChoice, MutableModule, Repeat
 
-__all__ = ['ReinforceController', 'Decision', 'decisions_of', 'activity_rules']
+from nni_enas.arguments import check_number, check_numbers
+from nni_enas.training.classification import NonFiniteLossError
+
+__all__ = ['ReinforceController', 'ControllerDivergedError', 'check_controller_arguments', 'Decision', 'decisions_of',
+           'activity_rules']
+
+
+class ControllerDivergedError(NonFiniteLossError):
+    """The controller diverged: NaN/inf in its probabilities, its loss or its baseline.
+
+    A :class:`~nni_enas.training.classification.NonFiniteLossError`, so whatever stops a run on a
+    NaN child loss stops it here too (the commands: one ``error:`` line, exit status 1).
+    """
 
 
 @dataclass
@@ -61,6 +80,7 @@ class Decision:
     values: list         # candidate values, as NNI freezes them
     unit: str
     group: str
+    scalar: bool = False  # an input decision whose value is the index itself (a declared index choice)
     # When the decision is active: any of these occurrences, each a tuple of (mutable, test, value)
     # conditions that must all hold; empty: always active (see the module docstring).
     rules: list = field(default_factory=list)
@@ -76,9 +96,16 @@ class Decision:
 def decisions_of(space) -> list[Decision]:
     """The decisions of an NNI model space, in ``simplify()`` order, with their activity rules."""
     rules = activity_rules(space)
+    index_names = set(getattr(space, 'index_choices', ()) or ())
     result = []
     for label, mutable in space.simplify().items():
-        if isinstance(mutable, Categorical):
+        scalar = isinstance(mutable, Categorical) and label.rsplit('/', 1)[-1] in index_names
+        if scalar:
+            if list(mutable.values) != list(range(len(mutable.values))):
+                raise ValueError(f'{type(space).__name__} declares {label!r} an index choice, but its values '
+                                 f'{list(mutable.values)} are not 0..n-1')
+            kind = 'input'
+        elif isinstance(mutable, Categorical):
             kind = 'op'
         elif isinstance(mutable, CategoricalMultiple) and mutable.n_chosen in (1, None):
             kind = 'input' if mutable.n_chosen == 1 else 'skip'
@@ -87,7 +114,7 @@ def decisions_of(space) -> list[Decision]:
                             'and input choices with n_chosen 1 or None are supported')
         unit = label.rsplit('/', 1)[0] if '/' in label else label
         group = unit.rsplit('/', 1)[0] if '/' in unit else ''
-        result.append(Decision(label, kind, list(mutable.values), unit, group))
+        result.append(Decision(label, kind, list(mutable.values), unit, group, scalar=scalar))
     # Keep only the rules whose deciding labels come earlier in the walk (the module docstring).
     seen: set[str] = set()
     for d in result:
@@ -157,6 +184,39 @@ def _group_inputs(decisions: list[Decision]) -> dict[str, int | None]:
     return found
 
 
+def check_controller_arguments(**kwargs) -> None:
+    """Raise ``TypeError``/``ValueError`` for keyword arguments :class:`ReinforceController` would refuse.
+
+    Needs no space, so :class:`~nni_enas.search.enas.EnasModule` checks its ``ctrl_kwargs`` when it
+    is built, not when the fit starts. An unknown keyword (e.g. NNI 2.x's ``entropy_reduction``)
+    is a ``TypeError`` that lists the accepted ones.
+    """
+    accepted = [name for name in inspect.signature(ReinforceController.__init__).parameters
+                if name not in ('self', 'space')]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f'ReinforceController got unexpected keyword argument(s) {", ".join(map(repr, unknown))}; '
+                        f'it accepts {", ".join(accepted)}')
+    get = kwargs.get
+    if 'lstm_num_layers' in kwargs and (isinstance(get('lstm_num_layers'), bool) or get('lstm_num_layers') != 1):
+        raise ValueError(f'lstm_num_layers must be 1 (the paper\'s controller is a one-layer LSTM), '
+                         f'got {get("lstm_num_layers")!r}')
+    if 'lstm_size' in kwargs:
+        check_number('lstm_size', get('lstm_size'), low=1, integer=True)
+    for name in ('tanh_constant', 'temperature', 'op_tanh_reduce'):
+        if name in kwargs:
+            check_number(name, get(name), low=0, low_open=True, optional=name != 'op_tanh_reduce')
+    if 'skip_target' in kwargs:
+        check_number('skip_target', get('skip_target'), low=0, high=1, low_open=True, high_open=True,
+                     why='the skip penalty is the KL divergence to Bernoulli(skip_target), infinite at 0 and 1')
+    check_numbers('op_bias', get('op_bias'), optional=True)
+    offsets = get('group_logit_offset')
+    if offsets is not None and not isinstance(offsets, dict):
+        raise TypeError(f'group_logit_offset must be a dict {{group: list of numbers}} or None, got {offsets!r}')
+    for group, values in (offsets or {}).items():
+        check_numbers(f'group_logit_offset[{group!r}]', values)
+
+
 class ReinforceController(nn.Module):
     """The paper's LSTM controller, trained with REINFORCE.
 
@@ -182,6 +242,11 @@ class ReinforceController(nn.Module):
     group_logit_offset
         Constant added to op logits after the tanh, per group (TF micro adds
         [0.25, 0.25, -0.25, -0.25, -0.25] in the normal cell).
+    lstm_num_layers
+        Accepted for NNI 2.x code; must be 1 (the paper's controller is a one-layer LSTM).
+
+    Every argument is checked here (:func:`check_controller_arguments`): a value out of range is a
+    ``ValueError`` naming the argument, its value and the allowed range, a wrong type a ``TypeError``.
 
     Examples
     --------
@@ -194,7 +259,11 @@ class ReinforceController(nn.Module):
 
     def __init__(self, space, lstm_size: int = 64, tanh_constant: float | None = 1.5, op_tanh_reduce: float = 1.0,
                  temperature: float | None = None, skip_target: float = 0.4, op_bias: Sequence[float] | None = None,
-                 group_logit_offset: dict[str, Sequence[float]] | None = None):
+                 group_logit_offset: dict[str, Sequence[float]] | None = None, lstm_num_layers: int = 1):
+        check_controller_arguments(
+            lstm_size=lstm_size, tanh_constant=tanh_constant, op_tanh_reduce=op_tanh_reduce, temperature=temperature,
+            skip_target=skip_target, op_bias=op_bias, group_logit_offset=group_logit_offset,
+            lstm_num_layers=lstm_num_layers)
         super().__init__()
         self.decisions = decisions_of(space)
         if not self.decisions:
@@ -314,7 +383,7 @@ class ReinforceController(nn.Module):
             if d.kind == 'skip':
                 return torch.tensor([[v in arch[d.label] for v in d.values] for arch in archs], dtype=torch.float)
             if d.kind == 'input':
-                return torch.tensor([d.index(arch[d.label][0]) for arch in archs])
+                return torch.tensor([d.index(arch[d.label] if d.scalar else arch[d.label][0]) for arch in archs])
             return torch.tensor([d.index(arch[d.label]) for arch in archs])
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise ValueError(f'the architecture has no valid value for {d.label!r}') from exc
@@ -333,140 +402,189 @@ class ReinforceController(nn.Module):
 
     def _walk(self, n: int, policy, probabilities: bool = False):
         """One batched walk. ``policy``: ``'sample'``, ``'greedy'`` or a list of n architectures."""
-        given = policy if isinstance(policy, list) else None
-        device = self.g_emb.device
-        size = self.g_emb.shape[1]
-        g = self.g_emb.expand(n, size)
-        rows = torch.arange(n, device=device)
-        h = c = torch.zeros(n, size, device=device)
-        inp = g
-        columns: dict[str, list] = {}      # label -> the n picked values
-        probs: dict[str, list[float]] = {}
-        log_probs, entropies, kls, kl_counts = [], [], [], []
-        anchors: list[torch.Tensor] = []   # [n, size] each; the stacked forms are rebuilt when they grow
-        keys: list[torch.Tensor] = []
-        stacked = None
-        unit = group = None
-        last_kind = None
-        unit_active = None
-
-        def step(x, active):
-            nonlocal h, c
-            h_new, c_new = self.lstm(x, (h, c))
-            if active is not None:         # inactive rows keep their state (module docstring)
-                h_new = torch.where(active[:, None], h_new, h)
-                c_new = torch.where(active[:, None], c_new, c)
-            h, c = h_new, c_new
-            return h
-
-        def add_anchor(value, key):
-            nonlocal stacked
-            anchors.append(value)
-            keys.append(key)
-            stacked = None
-
-        def close_unit():
-            nonlocal inp
-            if last_kind == 'op':           # exit step on the last embedding
-                step(inp, unit_active)
-                inp = g
-            if self.group_inputs.get(group) is not None:
-                add_anchor(h, self.attn_anchor(h))
-
+        walk = _Walk(self, n, policy, probabilities)
         for d in self.decisions:
-            if d.unit != unit:
-                if unit is not None:
-                    close_unit()
-                if d.group != group:
-                    group = d.group
-                    anchors, keys, stacked = [], [], None
-                    inp = g
-                    for _ in range(self.group_inputs.get(group) or 0):
-                        step(g, None)
-                        add_anchor(torch.zeros_like(h), self.attn_anchor(h))
-                unit = d.unit
-            active = self._active(d, columns) if d.rules else None
-            step(inp, active)
-            anchored = self._anchored(d)
-            if anchored:
-                if stacked is None:
-                    stacked = torch.stack(anchors, 1), torch.stack(keys, 1)    # [n, k, size]
-                values, k = stacked[0][:, :d.n], stacked[1][:, :d.n]
-                scores = self.attn_v(torch.tanh(k + self.attn_query(h).unsqueeze(1))).squeeze(-1)
-                logits = self._squash(scores, op=False)
-            elif d.kind == 'op':
-                key = self._op_keys[tuple(d.values)]
-                logits = self.op_soft[key](h)
-                if key in self.op_bias:
-                    logits = logits + self.op_bias[key]
-                logits = self._squash(logits, op=True)
-                if d.group in self.group_logit_offset:
-                    logits = logits + self.group_logit_offset[d.group].to(device)
-            else:
-                logits = self._squash(self.input_soft[self._head(d)](h), op=False)
+            walk.decide(d)
+        return walk.finish()
 
-            if d.kind == 'skip':
-                p_on = torch.sigmoid(2 * logits)   # softmax over [-l, l]: the TF two-class form
-                # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14;
-                # log sigmoid(-x) = log sigmoid(x) - x
-                log_on = -F.softplus(-2 * logits)
-                log_off = log_on - 2 * logits
-                if given is not None:
-                    bits = self._given(d, given).to(device)
-                elif policy == 'sample':
-                    bits = torch.bernoulli(p_on.detach())
-                else:
-                    bits = (p_on.detach() > 0.5).float()
-                lp = torch.where(bits.bool(), log_on, log_off).sum(-1)
-                ent = -(p_on * log_on + (1 - p_on) * log_off).sum(-1)
-                rho = self.skip_target
-                kl = (p_on * (log_on - math.log(rho)) + (1 - p_on) * (log_off - math.log(1 - rho))).sum(-1)
-                picked = bits.unsqueeze(-1) * values if anchored else bits @ self.input_emb[self._head(d)].weight
-                # the mean of the chosen anchors with a 1 in the denominator: zero when none is chosen
-                nxt = (picked.sum(1) if anchored else picked) / (1 + bits.sum(-1, keepdim=True))
-                column = [[v for v, b in zip(d.values, row) if b] for row in bits.tolist()]
-                kls.append(kl if active is None else kl * active)
-                kl_counts.append(None if active is None else active)
-                p = p_on
-            else:
-                log_p = F.log_softmax(logits, dim=-1)
-                p = log_p.exp()
-                if given is not None:
-                    index = self._given(d, given).to(device)
-                elif policy == 'sample':
-                    index = torch.multinomial(p.detach(), 1).squeeze(1)
-                else:
-                    index = log_p.detach().argmax(-1)
-                lp = log_p.gather(1, index.unsqueeze(1)).squeeze(1)
-                ent = -(p * log_p).sum(-1)
-                if d.kind == 'op':
-                    nxt = self.op_emb[self._op_keys[tuple(d.values)]].weight[index]
-                    column = [d.values[i] for i in index.tolist()]
-                else:
-                    nxt = values[rows, index] if anchored else self.input_emb[self._head(d)].weight[index]
-                    column = [[d.values[i]] for i in index.tolist()]
-            if active is not None:
-                lp, ent = lp * active, ent * active
-                nxt = torch.where(active[:, None], nxt, inp)
-            log_probs.append(lp)
-            entropies.append(ent)
-            columns[d.label] = column
-            if probabilities:
-                probs[d.label] = p.detach()[0].tolist()
-            inp = nxt
-            unit_active = active
-            last_kind = 'op' if d.kind == 'op' else 'input'
-        close_unit()
 
-        log_prob = torch.stack(log_probs).sum(0)
-        entropy = torch.stack(entropies).sum(0)
-        if not kls:
+class _Walk:
+    """The state of one batched walk of :class:`ReinforceController` over its decisions.
+
+    One LSTM step per decision: the decision's logits (attention over the group's anchors, or a
+    softmax head), a pick per row (sampled, greedy or given), and the next input (the pick's
+    embedding or anchor). Rows whose decision is inactive keep their state and add nothing.
+    """
+
+    def __init__(self, ctrl: ReinforceController, n: int, policy, probabilities: bool):
+        self.ctrl, self.n, self.policy, self.probabilities = ctrl, n, policy, probabilities
+        self.given = policy if isinstance(policy, list) else None
+        self.device = ctrl.g_emb.device
+        size = ctrl.g_emb.shape[1]
+        self.g = ctrl.g_emb.expand(n, size)
+        self.rows = torch.arange(n, device=self.device)
+        self.h = self.c = torch.zeros(n, size, device=self.device)
+        self.inp = self.g
+        self.columns: dict[str, list] = {}      # label -> the n picked values
+        self.probs: dict[str, list[float]] = {}
+        self.log_probs, self.entropies, self.kls, self.kl_counts = [], [], [], []
+        self.anchors: list[torch.Tensor] = []   # [n, size] each; the stacked forms are rebuilt when they grow
+        self.keys: list[torch.Tensor] = []
+        self.stacked = None
+        self.unit = self.group = self.last_kind = self.unit_active = None
+
+    def step(self, x, active):
+        h_new, c_new = self.ctrl.lstm(x, (self.h, self.c))
+        if active is not None:         # inactive rows keep their state (module docstring)
+            h_new = torch.where(active[:, None], h_new, self.h)
+            c_new = torch.where(active[:, None], c_new, self.c)
+        self.h, self.c = h_new, c_new
+        return self.h
+
+    def add_anchor(self, value, key):
+        self.anchors.append(value)
+        self.keys.append(key)
+        self.stacked = None
+
+    def close_unit(self):
+        if self.last_kind == 'op':           # exit step on the last embedding
+            self.step(self.inp, self.unit_active)
+            self.inp = self.g
+        if self.ctrl.group_inputs.get(self.group) is not None:
+            self.add_anchor(self.h, self.ctrl.attn_anchor(self.h))
+
+    def enter(self, d):
+        """Close the previous unit when ``d`` starts a new one; a new group starts with its input anchors."""
+        if d.unit == self.unit:
+            return
+        if self.unit is not None:
+            self.close_unit()
+        if d.group != self.group:
+            self.group = d.group
+            self.anchors, self.keys, self.stacked = [], [], None
+            self.inp = self.g
+            for _ in range(self.ctrl.group_inputs.get(self.group) or 0):
+                self.step(self.g, None)
+                self.add_anchor(torch.zeros_like(self.h), self.ctrl.attn_anchor(self.h))
+        self.unit = d.unit
+
+    def logits(self, d, anchored: bool):
+        """The decision's logits, and the anchors it attends over (None for a softmax head)."""
+        ctrl, h = self.ctrl, self.h
+        if anchored:
+            if self.stacked is None:
+                self.stacked = torch.stack(self.anchors, 1), torch.stack(self.keys, 1)    # [n, k, size]
+            values, k = self.stacked[0][:, :d.n], self.stacked[1][:, :d.n]
+            scores = ctrl.attn_v(torch.tanh(k + ctrl.attn_query(h).unsqueeze(1))).squeeze(-1)
+            return ctrl._squash(scores, op=False), values
+        if d.kind == 'op':
+            key = ctrl._op_keys[tuple(d.values)]
+            logits = ctrl.op_soft[key](h)
+            if key in ctrl.op_bias:
+                logits = logits + ctrl.op_bias[key]
+            logits = ctrl._squash(logits, op=True)
+            if d.group in ctrl.group_logit_offset:
+                logits = logits + ctrl.group_logit_offset[d.group].to(self.device)
+            return logits, None
+        return ctrl._squash(ctrl.input_soft[ctrl._head(d)](h), op=False), None
+
+    @staticmethod
+    def draw(d, sampler, p):
+        """``sampler(p)``; torch refuses NaN/inf probabilities with a RuntimeError: say the controller diverged."""
+        try:
+            return sampler(p)
+        except RuntimeError:
+            if bool(torch.isfinite(p).all()):
+                raise
+            raise ControllerDivergedError(f'the controller diverged: its probabilities for {d.label!r} '
+                                          'are NaN/inf') from None
+
+    def pick_skips(self, d, logits, values, active):
+        """Independent on/off picks (a skip decision): log-prob, entropy, next input, column, p(on)."""
+        ctrl = self.ctrl
+        p_on = torch.sigmoid(2 * logits)   # softmax over [-l, l]: the TF two-class form
+        # log(sigmoid(x)) = -softplus(-x); F.logsigmoid is ~1000x slower on small CPU tensors in torch 2.14;
+        # log sigmoid(-x) = log sigmoid(x) - x
+        log_on = -F.softplus(-2 * logits)
+        log_off = log_on - 2 * logits
+        if self.given is not None:
+            bits = ctrl._given(d, self.given).to(self.device)
+        elif self.policy == 'sample':
+            bits = self.draw(d, torch.bernoulli, p_on.detach())
+        else:
+            bits = (p_on.detach() > 0.5).float()
+        lp = torch.where(bits.bool(), log_on, log_off).sum(-1)
+        ent = -(p_on * log_on + (1 - p_on) * log_off).sum(-1)
+        rho = ctrl.skip_target
+        kl = (p_on * (log_on - math.log(rho)) + (1 - p_on) * (log_off - math.log(1 - rho))).sum(-1)
+        anchored = values is not None
+        picked = bits.unsqueeze(-1) * values if anchored else bits @ ctrl.input_emb[ctrl._head(d)].weight
+        # the mean of the chosen anchors with a 1 in the denominator: zero when none is chosen
+        nxt = (picked.sum(1) if anchored else picked) / (1 + bits.sum(-1, keepdim=True))
+        column = [[v for v, b in zip(d.values, row) if b] for row in bits.tolist()]
+        self.kls.append(kl if active is None else kl * active)
+        self.kl_counts.append(None if active is None else active)
+        return lp, ent, nxt, column, p_on
+
+    def pick_one(self, d, logits, values):
+        """One pick among the values (an op or an input): log-prob, entropy, next input, column, p."""
+        ctrl = self.ctrl
+        log_p = F.log_softmax(logits, dim=-1)
+        p = log_p.exp()
+        if self.given is not None:
+            index = ctrl._given(d, self.given).to(self.device)
+        elif self.policy == 'sample':
+            index = self.draw(d, lambda q: torch.multinomial(q, 1), p.detach()).squeeze(1)
+        else:
+            index = log_p.detach().argmax(-1)
+        lp = log_p.gather(1, index.unsqueeze(1)).squeeze(1)
+        ent = -(p * log_p).sum(-1)
+        if d.kind == 'op':
+            nxt = ctrl.op_emb[ctrl._op_keys[tuple(d.values)]].weight[index]
+            column = [d.values[i] for i in index.tolist()]
+        else:
+            nxt = values[self.rows, index] if values is not None else ctrl.input_emb[ctrl._head(d)].weight[index]
+            column = [d.values[i] if d.scalar else [d.values[i]] for i in index.tolist()]
+        return lp, ent, nxt, column, p
+
+    def decide(self, d):
+        """One decision for all n rows: step the LSTM, pick, and feed the pick to the next step."""
+        self.enter(d)
+        active = self.ctrl._active(d, self.columns) if d.rules else None
+        self.step(self.inp, active)
+        logits, values = self.logits(d, self.ctrl._anchored(d))
+        if d.kind == 'skip':
+            lp, ent, nxt, column, p = self.pick_skips(d, logits, values, active)
+        else:
+            lp, ent, nxt, column, p = self.pick_one(d, logits, values)
+        if active is not None:
+            lp, ent = lp * active, ent * active
+            nxt = torch.where(active[:, None], nxt, self.inp)
+        self.log_probs.append(lp)
+        self.entropies.append(ent)
+        self.columns[d.label] = column
+        if self.probabilities:
+            self.probs[d.label] = p.detach()[0].tolist()
+        self.inp = nxt
+        self.unit_active = active
+        self.last_kind = 'op' if d.kind == 'op' else 'input'
+
+    def finish(self):
+        """The architectures, and per row: log-probability, entropy and skip penalty (KL to the target)."""
+        self.close_unit()
+        n, device = self.n, self.device
+        log_prob = torch.stack(self.log_probs).sum(0)
+        entropy = torch.stack(self.entropies).sum(0)
+        # One check per walk (greedy and given architectures have no sampler to refuse NaN).
+        if not bool(torch.isfinite(log_prob.detach() + entropy.detach()).all()):
+            raise ControllerDivergedError('the controller diverged: NaN/inf in its log-probabilities or entropy')
+        if not self.kls:
             penalty = torch.zeros(n, device=device)
-        elif all(m is None for m in kl_counts):
-            penalty = torch.stack(kls).mean(0)
+        elif all(m is None for m in self.kl_counts):
+            penalty = torch.stack(self.kls).mean(0)
         else:   # the mean over each architecture's active skip decisions
-            count = sum(torch.ones(n, device=device) if m is None else m.float() for m in kl_counts)
-            penalty = torch.stack(kls).sum(0) / count.clamp(min=1)
-        labels = list(columns)
-        archs = [dict(zip(labels, row)) for row in zip(*columns.values())]
-        return archs, log_prob, entropy, penalty, probs
+            count = sum(torch.ones(n, device=device) if m is None else m.float() for m in self.kl_counts)
+            penalty = torch.stack(self.kls).sum(0) / count.clamp(min=1)
+        labels = list(self.columns)
+        archs = [dict(zip(labels, row)) for row in zip(*self.columns.values())]
+        return archs, log_prob, entropy, penalty, self.probs

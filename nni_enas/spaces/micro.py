@@ -3,7 +3,7 @@
 Each cell has two inputs (the outputs of the two previous cells) and ``num_nodes`` nodes; node n
 picks two inputs among the cell inputs and the earlier nodes and one op for each, and sums the
 two results. Labels are shared by every cell of a type: ``normal/node_2/input_a`` (a one-element
-list ``[j]``), ``normal/node_2/op_a`` (one of :data:`~nni_enas.ops.MICRO_OPS`), likewise ``_b``
+list ``[j]``), ``normal/node_2/op_a`` (one of :data:`~nni_enas.spaces.ops.MICRO_OPS`), likewise ``_b``
 and ``reduce/...``. Nodes are numbered from 2 because 0 and 1 are the cell inputs.
 """
 
@@ -14,9 +14,9 @@ import torch.nn as nn
 from nni.mutable import label_scope
 from nni.nas.nn.pytorch import ChosenInputs, InputChoice, LayerChoice
 
-from .space import EnasSpace
-from .ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
-from .supernet import chosen_indices
+from nni_enas.spaces.base import EnasSpace
+from nni_enas.spaces.ops import MICRO_OPS, FactorizedReduce, ReLUConvBN, build_op, init_weights
+from nni_enas.spaces.supernet import chosen_indices
 
 __all__ = ['MicroSpace']
 
@@ -177,7 +177,17 @@ class AuxiliaryHead(nn.Module):
         self.classifier = nn.Linear(768, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        # A training batch of one image leaves the last BatchNorm (on 1x1 maps) one value per
+        # channel, which PyTorch refuses ("Expected more than 1 value per channel"). TF normalises
+        # it to the BN's bias (x - mean = 0) with no gradient to the input. Two copies of the image
+        # give exactly that (zero variance, the same output and gradients), and unlike skipping the
+        # head every parameter still gets a gradient (data parallelism needs that). The head's running
+        # statistics are never used: it only runs in training mode.
+        single = self.training and x.shape[0] == 1
+        if single:
+            x = x.expand(2, *x.shape[1:])
+        out = self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return out[:1] if single else out
 
 
 class MicroSpace(EnasSpace):

@@ -1,7 +1,7 @@
 """``EnasTrainer``: the ENAS search behind the NNI 2.x trainer API users already know.
 
-It composes the pieces: :class:`~nni_enas.enas.Enas`'s mutation hooks turn the space into a
-supernet, :class:`~nni_enas.recipe.ChildTraining` is the recipe, :class:`~nni_enas.enas.EnasModule`
+It composes the pieces: :class:`~nni_enas.search.enas.Enas`'s mutation hooks turn the space into a
+supernet, :class:`~nni_enas.training.classification.ChildTraining` is the recipe, :class:`~nni_enas.search.enas.EnasModule`
 the alternation, and a Lightning ``Trainer`` runs the epochs (progress bar, logging, checkpoints).
 """
 
@@ -13,9 +13,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .enas import Enas, EnasModule
-from .export import ArchitectureExport
-from .recipe import ChildTraining
+from nni_enas.arguments import check_number
+from nni_enas.search.enas import Enas, EnasModule, check_enas_arguments
+from nni_enas.search.export import ArchitectureExport
+from nni_enas.training.classification import ChildTraining
+from nni_enas.training.cuda_graphs import use_cuda_graphs
 
 __all__ = ['EnasTrainer']
 
@@ -58,26 +60,31 @@ class EnasTrainer:
     log_frequency
         Lightning logging interval in steps.
     grad_clip, entropy_weight, skip_weight, baseline_decay, ctrl_lr, ctrl_steps_aggregate, ctrl_steps, ctrl_kwargs
-        See :class:`~nni_enas.enas.EnasModule`.
+        See :class:`~nni_enas.search.enas.EnasModule`.
     lr_scheduler
         Epoch-wise LR scheduler of ``optimizer``.
     dataloaders
         ``(train_loader, reward_loader)`` to use instead of building loaders from ``dataset``.
     num_candidates, candidate_batches, reward_train_mode, aux_weight
-        Export and reward settings, see :class:`~nni_enas.enas.EnasModule` and
-        :class:`~nni_enas.recipe.ChildTraining`.
+        Export and reward settings, see :class:`~nni_enas.search.enas.EnasModule` and
+        :class:`~nni_enas.training.classification.ChildTraining`.
     reward_metric_name, reward_metric_mode
         Reward the controller with a metric the recipe's ``validation_step`` logs instead of
-        ``reward_function`` (:class:`~nni_enas.recipe.ChildTraining` logs ``test_loss`` and
+        ``reward_function`` (:class:`~nni_enas.training.classification.ChildTraining` logs ``test_loss`` and
         ``test_<name>`` for each of ``metrics``, e.g. ``test_acc``); see
-        :class:`~nni_enas.enas.EnasModule`.
+        :class:`~nni_enas.search.enas.EnasModule`.
     cuda_graphs
         ``'auto'`` (CUDA graphs on a CUDA device) or ``'off'``.
     export_path
-        Write ``exported.json`` (the best of ``num_candidates``, :mod:`nni_enas.export`) there
+        Write ``exported.json`` (the best of ``num_candidates``, :mod:`nni_enas.search.export`) there
         after every epoch; needs a :class:`~nni_enas.MacroSpace` / :class:`~nni_enas.MicroSpace`.
     callbacks, trainer_kwargs
         Extra Lightning callbacks and ``pl.Trainer`` arguments (e.g. ``default_root_dir``, ``logger``).
+
+    Every numeric argument is checked before the space is touched (``num_epochs`` and
+    ``batch_size`` >= 1, ``workers`` >= 0, ``aux_weight`` >= 0, and those of
+    :class:`~nni_enas.search.enas.EnasModule`): a ``ValueError`` or ``TypeError`` naming the
+    argument, its value and the allowed range.
 
     Examples
     --------
@@ -97,6 +104,17 @@ class EnasTrainer:
                  callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None,
                  reward_metric_name: str | None = None, reward_metric_mode: str | None = None,
                  cuda_graphs: str = 'auto', export_path: str | None = None):
+        # Every argument checked before the space is turned into a supernet (in place).
+        for name, value, low in (('num_epochs', num_epochs, 1), ('batch_size', batch_size, 1), ('workers', workers, 0)):
+            check_number(name, value, low=low, integer=True)
+        check_number('log_frequency', log_frequency, low=1, integer=True, optional=True)
+        check_number('aux_weight', aux_weight, low=0)
+        check_enas_arguments(
+            grad_clip=grad_clip, entropy_weight=entropy_weight, skip_weight=skip_weight, baseline_decay=baseline_decay,
+            ctrl_lr=ctrl_lr, ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
+            num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode,
+            reward_metric_name=reward_metric_name, reward_metric_mode=reward_metric_mode, reward_function=reward_function)
+        use_cuda_graphs(cuda_graphs, None)
         self.space = model
         self.num_epochs = num_epochs
         self.device = device
@@ -146,6 +164,6 @@ class EnasTrainer:
         """The best of ``num_candidates`` architectures sampled from the trained controller.
 
         After a fit with an export every epoch (``export_path`` or an
-        :class:`~nni_enas.export.ArchitectureExport` callback) it is the last epoch's export.
+        :class:`~nni_enas.search.export.ArchitectureExport` callback) it is the last epoch's export.
         """
         return self.module.export()

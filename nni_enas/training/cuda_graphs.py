@@ -73,8 +73,8 @@ Parameters and buffers
     :func:`graph_supernet` call is dropped and captured again at its next call (re-armed).
     Lightning moves the model to the CPU at the end of every ``fit``/``validate``/``test`` and
     back at the next one, with new storage; it also frees cuBLAS's workspaces, which captured
-    matrix products use. So :class:`~nni_enas.recipe.ChildTraining` and
-    :class:`~nni_enas.enas.EnasModule` drop the graphs in their ``teardown``
+    matrix products use. So :class:`~nni_enas.training.classification.ChildTraining` and
+    :class:`~nni_enas.search.enas.EnasModule` drop the graphs in their ``teardown``
     (:func:`release_graphs`), and the next ``fit``/``validate``/``test`` captures afresh.
 Memory pools
     Graphs that share a pool may reuse each other's freed capture memory, which PyTorch only
@@ -126,7 +126,7 @@ Per-call checks
     dev machine (0.4 ms for a whole paper-size micro network, a few us per supernet module).
 Data parallelism
     Not handled here: the retraining recipe turns graphs off under DDP (see
-    :class:`~nni_enas.recipe.ChildTraining`).
+    :class:`~nni_enas.training.classification.ChildTraining`).
 Copies of a wrapped module
     The wrapper replaces the module's ``forward`` attribute, not the module, so parameter
     names, checkpoints, ``isinstance`` checks and exports are unchanged. ``copy.deepcopy`` of
