@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                '--devices 4 --batch-size 36 (micro, 4 x 36 = 144) or --devices 2 --batch-size 50 (macro) with\n'
                'the default learning rates. If you keep the per-device batch instead, scale --lr-max and\n'
                '--lr-min by N (the linear scaling rule). BatchNorm statistics are per device.\n\n'
-               'Exit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), 2 bad input, 130 / 143 stopped by\n'
-               'Ctrl-C / SIGTERM.')
+               'Exit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), 2 bad input,\n'
+               '130 / 143 stopped by Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to train')
     g.add_argument('--arc', metavar='PATH|NAME', default=None,
                    help='the architecture: a file exported by search.py, or a shipped one: paper-macro, '
@@ -133,6 +133,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
     if not (args.resume or args.rank_of) and Path(args.arc).is_file():
         args.arc = str(Path(args.arc).resolve())   # where it came from, in the settings and result.json
     space = record['space']
+    if space not in FINAL:      # a space with no final recipe here (yet): one line, not a KeyError
+        cli.fail(f'{path}: a {space} architecture; retrain.py trains {" and ".join(sorted(FINAL))} networks')
     cli.fill_paper_defaults(args, FINAL[space], PAPER_KEYS)
     if space == 'macro':
         for dest in ('aux_weight', 'drop_path_prob'):

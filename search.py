@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                'every one can be overridden.\nExit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), '
                '2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to search')
-    g.add_argument('--search-for', choices=sorted(SPACES), default=None,
+    g.add_argument('--search-for', choices=sorted(SEARCH), default=None,
                    help='the search space: macro (a whole network, layer by layer) or micro (a normal '
                         'and a reduction cell); required unless --resume')
     cli.add_paper_flags(p, SEARCH, SEARCH_FLAGS, groups={'what to search': g})

@@ -12,7 +12,9 @@ backward run as CUDA graphs through nni_enas/training/cuda_graphs.py, bf16 autoc
 The hand-written loop uses the same technique without any of our code on the step: on CUDA one
 ``torch.cuda.make_graphed_callables`` of the whole network (forward + backward) captured under
 ``torch.autocast(bf16, cache_enabled=False)`` on channels-last weights and inputs, the loss and
-the foreach SGD step eager; on the CPU plain eager fp32.
+the foreach SGD step eager, cuDNN autotuning on as retrain.py has it (Lightning's
+``benchmark=True``); on the CPU plain eager fp32. ``--impls ours`` runs retrain.py alone (the
+eager figure of ``--cuda-graphs off`` needs no hand-written twin).
 
     python3 bench/retrain_loop.py --arcs paper-micro,paper-macro --steps 4 --device cpu --channels 8
     python3 bench/retrain_loop.py --device cuda --steps 50      # paper batches: micro 144, macro 100
@@ -21,6 +23,7 @@ the foreach SGD step eager; on the CPU plain eager fp32.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import subprocess
@@ -36,19 +39,27 @@ sys.path.insert(0, ROOT)
 from common import env_facts, median, peak_rss_mib, print_json, stdout_to_stderr  # noqa: E402
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--arcs', default='paper-micro,paper-macro', help='comma-separated shipped names or files')
     p.add_argument('--steps', type=int, default=4, help='minibatches per epoch (two epochs per run)')
     p.add_argument('--batch-size', type=int, default=None, help='default: the paper final batch of the space')
     p.add_argument('--channels', type=int, default=None, help='override the final width (quicker CPU runs)')
+    p.add_argument('--layers', type=int, default=None,
+                   help='override the depth (micro architectures only: a macro one fixes its layers; quicker CPU runs)')
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     p.add_argument('--precision', default='auto', help="retrain.py's --precision (auto: bf16-mixed on CUDA, 32 on CPU)")
     p.add_argument('--reps', type=int, default=2, help='alternating repetitions of (ours, hand-written)')
     p.add_argument('--cuda-graphs', choices=('auto', 'off'), default='auto',
                    help='CUDA graphs on both sides (auto: on for CUDA); off is passed to retrain.py as --cuda-graphs off')
-    return p.parse_args()
+    p.add_argument('--impls', default='ours,hand_written', help='which loops run: ours, hand_written or both')
+    args = p.parse_args(argv)
+    impls = args.impls.split(',')
+    if not impls or any(i not in ('ours', 'hand_written') for i in impls):
+        p.error(f'--impls: ours and/or hand_written, got {args.impls!r}')
+    args.impls = impls
+    return args
 
 
 def ours(arc: str, batch: int, steps: int, args) -> float:
@@ -60,6 +71,8 @@ def ours(arc: str, batch: int, steps: int, args) -> float:
                '--no-progress-bar']
         if args.channels:
             cmd += ['--channels', str(args.channels)]
+        if args.layers:
+            cmd += ['--layers', str(args.layers)]
         if args.cuda_graphs != 'auto':
             cmd += ['--cuda-graphs', args.cuda_graphs]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
@@ -69,6 +82,19 @@ def ours(arc: str, batch: int, steps: int, args) -> float:
         if not rates:
             raise RuntimeError('no epoch-2 summary line from retrain.py')
         return float(rates[-1])
+
+
+def graphed(net, sample, autocast):
+    """The whole network's forward and backward as one CUDA graph, captured without a garbage
+    collection inside the capture (which could free the previous run's graphs mid-capture)."""
+    import torch
+    gc.collect()        # the previous run's graphs (reference cycles) go now
+    gc.disable()
+    try:
+        with autocast():
+            return torch.cuda.make_graphed_callables(net, (sample,), num_warmup_iters=3)
+    finally:
+        gc.enable()
 
 
 def hand_written(arc: str, batch: int, steps: int, args) -> float:
@@ -83,10 +109,14 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
 
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
+    # retrain.py's Trainer has benchmark=True on CUDA: the same cuDNN algorithm choice on both sides
+    torch.backends.cudnn.benchmark = cuda
     record = load_architecture(arc)
     settings = dict(FINAL[record['space']])
     if args.channels:
         settings['channels'] = args.channels
+    if args.layers:
+        settings['layers'] = args.layers
     net = build_space(record, **final_space_args(record['space'], settings)).freeze(record['arch']).to(device)
     bf16 = cuda and args.precision in ('auto', 'bf16-mixed') and torch.cuda.is_bf16_supported()
     layout = torch.channels_last if cuda else torch.contiguous_format
@@ -104,9 +134,7 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
         net.set_drop_path_progress(1 / (2 * steps))      # drop path's probability: buffers the graph reads
     forward = net
     if cuda and args.cuda_graphs == 'auto':
-        sample = torch.zeros(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
-        with autocast():
-            forward = torch.cuda.make_graphed_callables(net, (sample,), num_warmup_iters=3)
+        forward = graphed(net, torch.zeros(batch, 3, 32, 32, device=device).contiguous(memory_format=layout), autocast)
     rate = float('nan')
     for epoch in range(2):
         sync()
@@ -129,8 +157,8 @@ def hand_written(arc: str, batch: int, steps: int, args) -> float:
     return rate
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     from nni_enas.paper import FINAL
     from nni_enas.architecture import load_architecture
     for arc in args.arcs.split(','):
@@ -139,15 +167,15 @@ def main():
         figures = {'ours': [], 'hand_written': []}
         for rep in range(args.reps):
             order = ['ours', 'hand_written'] if rep % 2 == 0 else ['hand_written', 'ours']
-            for impl in order:
+            for impl in [i for i in order if i in args.impls]:
                 with stdout_to_stderr():
                     rate = (ours if impl == 'ours' else hand_written)(arc, batch, args.steps, args)
                 figures[impl].append(rate)
                 print_json({'arc': arc, 'impl': impl, 'rep': rep, 'batch_size': batch, 'steps': args.steps,
                             'channels': args.channels, 'device': args.device, 'img_per_s': rate})
-        o, h = median(figures['ours']), median(figures['hand_written'])
+        o, h = (median(figures[i]) if figures[i] else None for i in ('ours', 'hand_written'))
         print_json({'arc': arc, 'summary': True, 'ours_img_per_s': o, 'hand_written_img_per_s': h,
-                    'ours_over_hand_written': o / h, 'cuda_graphs': args.cuda_graphs,
+                    'ours_over_hand_written': o / h if o and h else None, 'cuda_graphs': args.cuda_graphs,
                     'peak_rss_mib': peak_rss_mib(), **env_facts(args.device)})
 
 

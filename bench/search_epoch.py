@@ -9,10 +9,14 @@ none), and no export is made (``--num-candidates 0``).
 ``--paper`` is the paper's epoch instead: a 45k/5k synthetic split, the paper's batch size,
 controller (50 x 20 = 1000 samples for macro, 30 x 10 = 300 for micro), SGD recipe and 100
 export candidates; the metrics line then also has the projected hours of the full search (310
-macro / 150 micro epochs).
+macro / 150 micro epochs). ``--paper --samples N`` shortens only the child phase (N images, a
+tenth of them for the rewards, which the controller phase cycles through): the controller
+phase and the export stay whole, and ``projected_paper_epoch_s`` is the clean epoch plus the
+missing child steps at the clean epoch's time per step (352 macro / 282 micro steps in a paper
+epoch), so a GPU call can measure a paper epoch in a fraction of its time.
 
-stdout: JSON lines only; the last one is the metrics dict. Which epochs run (``--full``, the
-default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
+stdout: JSON lines only; the last one is the metrics dict. Which epochs run (``--plan``, or
+``--full``, the default on CUDA; on CPU only the instrumented epoch, unless ``--full``):
 
 1. warm-up epoch (cuDNN autotuning, CUDA-graph capture), untimed;
 2. clean epoch: nothing wrapped, one timer around it: ``epoch_s`` and ``projected_hours``;
@@ -29,8 +33,13 @@ optimizer, Lightning, the controller. With a tiny ``--channels`` and ``--batch-s
 CPU floor under a graphed GPU step, which the GPU cannot hide (compare with the GPU's busy time
 per step).
 
-Each finished epoch also prints a line ``{"epoch": ROLE, "seconds": ...}`` at once, so that a
-run stopped by a time limit still shows how far it got.
+Each finished epoch also prints a line ``{"epoch": ROLE, "seconds": ..., "child_s": ...,
+"controller_s": ..., "graph_replays": ...}`` at once, so that a run stopped by a time limit still
+shows how far it got (``child_s``: the child phase after its one sync; ``controller_s``: the
+controller phase, measured whole).
+
+CUDA graphs are counted (``graph_wrappers``, ``graph_captures``, ``graph_replays``,
+``graph_broken``): a silent fall-back to eager shows as a number, not only as "no speed-up".
 
 Breakdown (``breakdown_s``): ``child_phase`` (the epoch's training steps), of which
 ``child_forward``, ``child_backward``, ``optimizer_step_and_clip``, ``supernet_resampling``,
@@ -60,6 +69,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import env_facts, median, peak_rss_mib, print_json, stdout_to_stderr  # noqa: E402
 
 PAPER_SAMPLES, PAPER_VALID = 50_000, 5_000       # the paper's 45k / 5k split of CIFAR-10's training set
+PLAN_ROLES = ('warmup', 'clean', 'instrumented', 'profiled')
 
 
 def parse_args(argv=None):
@@ -69,13 +79,18 @@ def parse_args(argv=None):
     p.add_argument('--samples', type=int, default=None,
                    help='synthetic images (half train, half reward) (default: 1024; --paper: 50000, 45k/5k; '
                         'given with --paper: a tenth rewards, for a quick smoke test of the paper epoch)')
-    p.add_argument('--batch-size', type=int, default=64, help='minibatch size of both halves (--paper: the paper\'s)')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='minibatch size of both halves (default: 64; --paper: the paper\'s, unless given)')
     p.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     p.add_argument('--paper', action='store_true',
                    help='the paper\'s epoch: 45k/5k split, paper batch size, controller steps and samples, '
-                        '100 export candidates (overrides --samples, --batch-size, --ctrl-steps-aggregate)')
+                        '100 export candidates (explicit --batch-size, --ctrl-steps, --ctrl-steps-aggregate and '
+                        '--num-candidates still win: tiny plumbing checks of the paper path on a CPU)')
     p.add_argument('--full', action=argparse.BooleanOptionalAction, default=None,
                    help='warm-up + clean + instrumented + profiled epochs (default: on for CUDA)')
+    p.add_argument('--plan', default=None,
+                   help='the epochs to run, comma-separated, from warmup,clean,instrumented,profiled, in that '
+                        'order (overrides --full/--profile; without instrumented there is no breakdown)')
     p.add_argument('--profile', action=argparse.BooleanOptionalAction, default=True,
                    help='with --full: the fourth, profiled epoch (gpu_busy_share)')
     p.add_argument('--num-candidates', type=int, default=None,
@@ -95,13 +110,28 @@ def parse_args(argv=None):
     p.add_argument('--channels', type=int, default=None, help='space width (default: the paper search setting)')
     p.add_argument('--ctrl-steps-aggregate', type=int, default=None,
                    help='samples per controller update (default: all reward batches -> one update)')
+    p.add_argument('--ctrl-steps', type=int, default=None,
+                   help='controller updates per epoch (default: reward batches / --ctrl-steps-aggregate; '
+                        '--paper: the paper\'s)')
     p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave the default)')
     p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--sample-reps', type=int, default=20, help='controller samples timed after the epoch')
     args = p.parse_args(argv)
     if args.stand_in_graphs and args.device != 'cpu':
         p.error('--stand-in-graphs is for --device cpu (a GPU has real graphs)')
+    if args.plan is not None:
+        roles = args.plan.split(',')
+        if any(r not in PLAN_ROLES for r in roles) or roles != sorted(set(roles), key=PLAN_ROLES.index):
+            p.error(f'--plan: roles from {",".join(PLAN_ROLES)}, in that order; got {args.plan!r}')
     return args
+
+
+def epoch_plan(args, device: str) -> list[str]:
+    """The roles of the epochs to run, in order."""
+    if args.plan is not None:
+        return args.plan.split(',')
+    full = args.full if args.full is not None else device.startswith('cuda')
+    return list(PLAN_ROLES[:4 if args.profile else 3]) if full else ['instrumented']
 
 
 # --------------------------------------------------------------------------- set-up
@@ -146,21 +176,22 @@ def build_search(args, device: str, epochs: int):
     if args.paper:
         samples = args.samples or PAPER_SAMPLES
         valid_size = PAPER_VALID if args.samples is None else max(1, samples // 10)
-        batch_size = settings['batch_size']
+        batch_size = args.batch_size or settings['batch_size']
     else:
         samples = args.samples or 1024
-        valid_size, batch_size = samples // 2, args.batch_size
+        valid_size, batch_size = samples // 2, args.batch_size or 64
     train, valid = load_data('synthetic', None, split='search', synthetic_size=samples, valid_size=valid_size,
                              seed=args.seed)
     train_loader = BatchLoader(train, batch_size, shuffle=True, augment=True, device=device)
     reward_loader = BatchLoader(valid, batch_size, shuffle=True, augment=False, device=device)
     if args.paper:
-        aggregate, ctrl_steps = settings['ctrl_steps_aggregate'], settings['ctrl_steps']
+        aggregate = args.ctrl_steps_aggregate or settings['ctrl_steps_aggregate']
+        ctrl_steps = args.ctrl_steps or settings['ctrl_steps']
         optimizer = lambda params: enas_sgd(params, lr_max=settings['lr_max'], lr_min=settings['lr_min'],  # noqa: E731
                                             weight_decay=settings['weight_decay'])
     else:
         aggregate = args.ctrl_steps_aggregate or len(reward_loader)
-        ctrl_steps = max(1, len(reward_loader) // aggregate)
+        ctrl_steps = args.ctrl_steps or max(1, len(reward_loader) // aggregate)
         # foreach=True with --stand-in-graphs: the optimizer step as on CUDA (PyTorch's CPU default
         # is a Python loop over the parameters)
         optimizer = torch.optim.SGD(space.parameters(), 0.05, momentum=0.9, weight_decay=1e-4,
@@ -356,6 +387,61 @@ def time_controller_samples(trainer, sync, reps: int) -> list[float]:
 
 # --------------------------------------------------------------------------- main
 
+def graph_counts(model) -> dict[str, int]:
+    """How the CUDA-graph wrappers of ``model`` fared (zeros when nothing is wrapped)."""
+    from nni_enas.training.cuda_graphs import graph_wrappers
+    wrappers = graph_wrappers(model)
+    return {'graph_wrappers': len(wrappers), 'graph_captures': sum(w.captures for w in wrappers),
+            'graph_replays': sum(w.replays for w in wrappers), 'graph_broken': sum(w.broken for w in wrappers),
+            'graph_recaptures': sum(w.recaptures for w in wrappers)}
+
+
+def plan_callback(plan, timer, timers, device, epochs: dict, profiled: dict):
+    """Sets each epoch's role at its start; prints its line at its end (after ``timer``'s)."""
+    import pytorch_lightning as pl
+
+    class Plan(pl.Callback):
+        def on_train_epoch_start(self, trainer_, pl_module):
+            role = plan[trainer_.current_epoch]
+            timers.enabled = role == 'instrumented'
+            if role == 'profiled':
+                self.profiler = _start_profiler(device)
+
+        def on_train_epoch_end(self, trainer_, pl_module):
+            role = plan[trainer_.current_epoch]
+            if timer.epoch_s:
+                stats = pl_module.epoch_stats
+                line = {'epoch': role, 'seconds': timer.epoch_s[-1], 'child_s': stats.get('child_seconds'),
+                        'controller_s': stats.get('seconds'),
+                        **graph_counts(pl_module.training_module.model)}
+                epochs[role] = line
+                print_json(line)
+            if role == 'profiled':
+                profiled.update(_stop_profiler(self.profiler))
+            timers.enabled = False
+
+    return Plan()
+
+
+def paper_projection(args, facts, epochs: dict) -> dict[str, Any]:
+    """A paper epoch from a shortened one (``--paper --samples N``): the clean epoch plus the
+    missing child steps at its time per step; the controller phase and export are whole."""
+    import math
+    from nni_enas.paper import SEARCH
+    clean = epochs.get('clean')
+    if not (args.paper and args.samples and clean and clean.get('child_s')):
+        return {}
+    batch = facts['batch_size']
+    steps = math.ceil(facts['child_train_images'] / batch)
+    paper_steps = math.ceil((PAPER_SAMPLES - PAPER_VALID) / batch)
+    step_s = clean['child_s'] / steps
+    epoch_s = clean['seconds'] + (paper_steps - steps) * step_s
+    epochs_total = SEARCH[args.search_for]['epochs']
+    return {'child_steps': steps, 'paper_child_steps': paper_steps, 'child_step_s': step_s,
+            'projected_paper_epoch_s': epoch_s, 'projected_paper_child_img_per_s': batch / step_s,
+            'projected_paper_hours': epoch_s * epochs_total / 3600}
+
+
 def run(args) -> dict[str, Any]:
     import torch
     if args.threads:
@@ -363,83 +449,86 @@ def run(args) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     sync = synchronizer(device)
-    full = args.full if args.full is not None else device.startswith('cuda')
-    plan = ['warmup', 'clean', 'instrumented', 'profiled'][:4 if args.profile else 3] if full else ['instrumented']
+    plan = epoch_plan(args, device)
 
     with stdout_to_stderr():
-        import nni_enas
-        from nni_enas.paper import SEARCH
         trainer, train_loader, facts = build_search(args, device, epochs=len(plan))
+        facts['child_train_images'] = len(train_loader.dataset)
         module = trainer.module
         if args.stand_in_graphs:
             from nni_enas.training.cuda_graphs import graph_supernet
-            stand_ins = graph_supernet(module.training_module.model, device='cuda', wrapper=free_replay_wrapper())
+            graph_supernet(module.training_module.model, device='cuda', wrapper=free_replay_wrapper())
         ctrl_before = [p.detach().clone() for p in trainer.controller.parameters()]
         timers = Timers(sync)
         instrument(trainer, train_loader, timers)
         timer = epoch_timer(sync, export=facts['num_candidates'] > 0)
-        trainer.trainer.callbacks.append(timer)
-
-        # Lightning runs the plan's epochs in one fit; each epoch's role is set at its start.
-        import pytorch_lightning as pl
+        epochs: dict[str, dict] = {}
         profiled: dict[str, Any] = {}
-
-        class Plan(pl.Callback):
-            def on_train_epoch_start(self, trainer_, pl_module):
-                role = plan[trainer_.current_epoch]
-                timers.enabled = role == 'instrumented'
-                if role == 'profiled':
-                    self.profiler = _start_profiler(device)
-
-            def on_train_epoch_end(self, trainer_, pl_module):
-                if timer.epoch_s:
-                    print_json({'epoch': plan[trainer_.current_epoch], 'seconds': timer.epoch_s[-1]})
-                if plan[trainer_.current_epoch] == 'profiled':
-                    profiled.update(_stop_profiler(self.profiler))
-                timers.enabled = False
-
-        trainer.trainer.callbacks.append(Plan())
+        # Lightning runs the plan's epochs in one fit; each epoch's role is set at its start.
+        trainer.trainer.callbacks += [timer, plan_callback(plan, timer, timers, device, epochs, profiled)]
         wall0 = time.perf_counter()
         trainer.fit()
         fit_s = time.perf_counter() - wall0
         sample_ms = time_controller_samples(trainer, sync, args.sample_reps)
+    changed = any(not torch.equal(a, b) for a, b in zip(ctrl_before, trainer.controller.parameters()))
+    metrics = epoch_metrics(args, device, plan, facts, timer, timers, module, epochs)
+    metrics.update(fit_s=fit_s, sample_arch_ms=sum(sample_ms) / max(1, len(sample_ms)),
+                   controller_params_changed=changed,
+                   controller_device=str(next(trainer.controller.parameters()).device))
+    if profiled:
+        metrics.update(profiled)
+        metrics['gpu_busy_share'] = profiled['kernel_s'] / metrics['epoch_s'] if device.startswith('cuda') else None
+    return metrics
 
-    roles = dict(zip(plan, timer.epoch_s))
-    instrumented_s = roles['instrumented']
-    epoch_s = roles.get('clean', instrumented_s)
+
+def instrumented_breakdown(timers: Timers, instrumented_s: float, images: int) -> dict[str, Any]:
+    """The instrumented epoch's figures: its breakdown, the limit and the overhead."""
     parts = breakdown(timers, instrumented_s)
     child_s = parts.pop('child_phase')
-    batches = timer.batch_s[plan.index('instrumented')]
     limit_s = parts['child_forward'] + parts['child_backward'] + parts['reward_forwards']
-    stats = module.epoch_stats
+    return {'child_train_s': child_s, 'child_phase_s': child_s, 'child_train_img_per_s': images / child_s,
+            'controller_s': timers.get('controller_phase'), 'limit_s': limit_s,
+            'overhead': 1 - limit_s / instrumented_s, 'breakdown_s': parts,
+            'breakdown_share': {k: v / instrumented_s for k, v in parts.items()}}
+
+
+def epoch_metrics(args, device, plan, facts, timer, timers, module, epochs) -> dict[str, Any]:
+    """The metrics dict of the finished plan (see the module docstring)."""
+    import torch
+    import nni_enas
+    from nni_enas.paper import SEARCH
+    roles = dict(zip(plan, timer.epoch_s))
+    # the figures of the epoch the breakdown timed, or else of the last epoch (its own phases)
+    measured = 'instrumented' if 'instrumented' in roles else plan[-1]
+    measured_s = roles[measured]
+    epoch_s = roles.get('clean', measured_s)
+    images = facts['child_train_images']
+    batches = timer.batch_s[plan.index(measured)]
+    cuda = device.startswith('cuda')
     metrics = {
         'impl': 'nni-enas', 'space': args.search_for, 'paper': args.paper, 'device': device, 'network': args.network,
         **facts, 'plan': plan, 'cuda_graphs': args.cuda_graphs, 'stand_in_graphs': args.stand_in_graphs,
-        'graphed_modules': len(stand_ins if args.stand_in_graphs else module.graphed_modules),
-        'epoch_s': epoch_s, 'instrumented_epoch_s': instrumented_s, 'fit_s': fit_s,
-        'child_train_s': child_s, 'child_train_images': len(train_loader.dataset),
-        'child_train_img_per_s': len(train_loader.dataset) / child_s,
+        'graphed_modules': len(module.graphed_modules),
+        **graph_counts(module.training_module.model),
+        'epoch_s': epoch_s, 'instrumented_epoch_s': roles.get('instrumented'), 'epochs': epochs,
         'child_train_batch_s': batches, 'child_train_batch_median_s': median(batches),
-        'controller_s': timers.get('controller_phase'), 'controller_samples': stats.get('samples'),
+        'controller_samples': module.epoch_stats.get('samples'),
         'epoch_img_per_s': facts['samples'] / epoch_s,
-        'limit_s': limit_s, 'overhead': 1 - limit_s / instrumented_s,
-        'child_phase_s': child_s, 'breakdown_s': parts,
-        'breakdown_share': {k: v / instrumented_s for k, v in parts.items()},
-        'sample_arch_ms': sum(sample_ms) / max(1, len(sample_ms)),
-        'controller_params_changed': any(not torch.equal(a, b) for a, b in
-                                         zip(ctrl_before, trainer.controller.parameters())),
-        'controller_device': str(next(trainer.controller.parameters()).device),
         'peak_rss_mib': peak_rss_mib(),
-        'peak_cuda_mib': torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith('cuda') else None,
+        'peak_cuda_mib': torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
+        'peak_cuda_reserved_mib': torch.cuda.max_memory_reserved() / 2 ** 20 if cuda else None,
         'nni_enas': nni_enas.__version__, **env_facts(device),
     }
+    if measured == 'instrumented':
+        metrics.update(instrumented_breakdown(timers, measured_s, images))
+    else:
+        child_s, ctrl_s = epochs[measured]['child_s'], epochs[measured]['controller_s']
+        metrics.update(child_train_s=child_s, child_phase_s=child_s, child_train_img_per_s=images / child_s,
+                       controller_s=ctrl_s)
     if 'clean' in roles:
-        epochs = SEARCH[args.search_for]['epochs']
-        metrics['projected_hours'] = epoch_s * epochs / 3600
-        metrics['projected_for_epochs'] = epochs
-    if profiled:
-        metrics.update(profiled)
-        metrics['gpu_busy_share'] = profiled['kernel_s'] / epoch_s if device.startswith('cuda') else None
+        total = SEARCH[args.search_for]['epochs']
+        metrics.update(projected_hours=epoch_s * total / 3600, projected_for_epochs=total)
+    metrics.update(paper_projection(args, facts, epochs))
     return metrics
 
 

@@ -10,9 +10,11 @@ A file looks like::
       "provenance": {"nni": "3.0", "nni_enas": "0.1.0", "epoch": 150, "reward": 0.71, ...}
     }
 
-``arch`` is exactly what NNI's ``space.freeze(arch)`` takes. The published architectures ship as
-``paper-macro`` and ``paper-micro`` (files in ``nni_enas/architectures/``, made from the TF
-scripts' arcs in :mod:`nni_enas.paper`).
+``arch`` is exactly what NNI's ``space.freeze(arch)`` takes. A recurrent-cell record (space
+``rnn``) may also carry ``"vocabulary"``: its ``vocab_size`` words, word id = index, so that
+retraining maps words exactly as the search did. The published architectures ship as
+``paper-macro``, ``paper-micro`` and ``paper-rnn`` (files in ``nni_enas/architectures/``, made
+from the TF scripts' arcs in :mod:`nni_enas.paper`).
 
 One way from a file to a network: :func:`load_architecture` reads and validates it (once),
 :func:`build_network` builds the fixed network it describes, at the file's widths or others.
@@ -31,36 +33,40 @@ from nni.mutable import Categorical, CategoricalMultiple
 from nni.nas.space import model_context
 
 from nni_enas.files import write_json_atomic
-from nni_enas.limits import MAX_PARAMETERS, SPACE_ARG_RANGES   # the one table of limits (re-exported)
+from nni_enas.limits import MAX_PARAMETERS, RNN_ARG_RANGES, SPACE_ARG_RANGES   # the one table (re-exported)
 from nni_enas.spaces.macro import MacroSpace
 from nni_enas.spaces.micro import MicroSpace
+from nni_enas.spaces.recurrent import RecurrentSpace, fixed_parameter_count
 
 __all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
            'load_architecture', 'architecture_path', 'build_space', 'build_network', 'check_arch', 'check_record',
-           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'MAX_PARAMETERS', 'estimate_parameters',
-           'estimate_space_parameters', 'parameter_bound', 'count_parameters']
+           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'RNN_ARG_RANGES', 'MAX_PARAMETERS',
+           'estimate_parameters', 'estimate_space_parameters', 'parameter_bound', 'count_parameters']
 
 FORMAT = 'nni-enas/1'
-SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
+SPACES = {'macro': MacroSpace, 'micro': MicroSpace, 'rnn': RecurrentSpace}
 SHIPPED_DIR = Path(__file__).parent / 'architectures'
+_ARG_RANGES = {'macro': SPACE_ARG_RANGES, 'micro': SPACE_ARG_RANGES, 'rnn': RNN_ARG_RANGES}
+# The narrowest arguments with the same labels: what validating an architecture builds.
+_NARROW_ARGS = {'macro': {'channels': 2}, 'micro': {'channels': 2}, 'rnn': {'hidden_size': 1, 'vocab_size': 1}}
 
 
 class ArchitectureError(ValueError):
     """An architecture file that cannot be used; the message names every problem."""
 
 
-def architecture_record(space, arch: dict[str, Any], **provenance) -> dict[str, Any]:
-    """The exported record of ``arch`` in ``space`` (a :class:`MacroSpace` or :class:`MicroSpace`)."""
+def architecture_record(space, arch: dict[str, Any], *, vocabulary: list[str] | None = None,
+                        **provenance) -> dict[str, Any]:
+    """The exported record of ``arch`` in ``space`` (one of :data:`SPACES`), with the recurrent
+    space's ``vocabulary`` (word id = index) when given."""
     import nni
 
     from . import __version__
-    return {
-        'format': FORMAT,
-        'space': space.name,
-        'space_args': dict(space.args),
-        'arch': dict(arch),
-        'provenance': {'nni': nni.__version__, 'nni_enas': __version__, **provenance},
-    }
+    record = {'format': FORMAT, 'space': space.name, 'space_args': dict(space.args), 'arch': dict(arch)}
+    if vocabulary is not None:
+        record['vocabulary'] = list(vocabulary)
+    record['provenance'] = {'nni': nni.__version__, 'nni_enas': __version__, **provenance}
+    return record
 
 
 def save_architecture(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -123,9 +129,9 @@ def build_network(record: dict[str, Any], **space_overrides) -> nn.Module:
 def _quadratic_in_channels(count_at, channels: int) -> int:
     """``count_at(channels)`` from three narrow counts (2, 4 and 6 channels).
 
-    Every weight of our networks and spaces is a product of at most two widths proportional to
-    ``channels`` (convolutions), one (BatchNorm, classifier) or none, so the count is a quadratic
-    in ``channels`` and three narrow builds give it exactly.
+    Every weight of our CNNs and their search spaces is a product of at most two widths
+    proportional to ``channels`` (convolutions), one (BatchNorm, classifier) or none, so the count
+    is a quadratic in ``channels`` and three narrow builds give it exactly.
     """
     counts = [count_at(w) for w in (2, 4, 6)]
     a = (counts[2] - 2 * counts[1] + counts[0]) / 8
@@ -135,7 +141,13 @@ def _quadratic_in_channels(count_at, channels: int) -> int:
 
 
 def estimate_parameters(record: dict[str, Any], **space_overrides) -> int:
-    """The parameters of ``build_network(record, **space_overrides)``, without building it at its width."""
+    """The parameters of ``build_network(record, **space_overrides)``, without building it at its width.
+
+    A recurrent cell's count is a formula of its sizes
+    (:func:`~nni_enas.spaces.recurrent.fixed_parameter_count`); a CNN's, three narrow builds.
+    """
+    if record['space'] == 'rnn':
+        return fixed_parameter_count(**{**record.get('space_args', {}), **space_overrides})
     c = {**record.get('space_args', {}), **space_overrides}.get('channels', 2)
     return _quadratic_in_channels(
         lambda w: count_parameters(build_network(record, **{**space_overrides, 'channels': w})), c)
@@ -149,7 +161,7 @@ def estimate_space_parameters(space: str, **space_args) -> int:
 
 
 def parameter_bound(space_args: dict[str, Any]) -> int:
-    """A generous upper bound of the parameters of a network or search space of ``space_args``, for free.
+    """A generous upper bound of the parameters of a CNN or CNN search space of ``space_args``, for free.
 
     Widths quadruple over the stages and macro merges grow with depth; sizes under the ceiling by
     this bound skip the estimates' three narrow builds.
@@ -165,7 +177,8 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_parameters: int) -> str | None:
-    if parameter_bound({**record.get('space_args', {}), **overrides}) <= max_parameters:
+    # CNN files at sane sizes skip the estimate's three narrow builds; a recurrent cell's is a formula.
+    if record['space'] != 'rnn' and parameter_bound({**record.get('space_args', {}), **overrides}) <= max_parameters:
         return None
     estimate = estimate_parameters(record, **overrides)
     if estimate > max_parameters:
@@ -173,9 +186,9 @@ def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_paramet
     return None
 
 
-def _range_problems(args: dict[str, Any]) -> list[str]:
+def _range_problems(space: str, args: dict[str, Any]) -> list[str]:
     problems = []
-    for key, (kind, low, high) in SPACE_ARG_RANGES.items():
+    for key, (kind, low, high) in _ARG_RANGES[space].items():
         if key not in args:
             continue
         value = args[key]
@@ -183,6 +196,26 @@ def _range_problems(args: dict[str, Any]) -> list[str]:
         if isinstance(value, bool) or not ok_type or not low <= value <= high:
             what = 'an integer' if kind is int else 'a number'
             problems.append(f'{key} must be {what} from {low} to {high}, got {value!r}')
+    return problems
+
+
+def _vocabulary_problems(record: dict[str, Any], args: dict[str, Any]) -> list[str]:
+    """A record's vocabulary: a list of distinct words, one per word id (``vocab_size`` of them)."""
+    words = record['vocabulary']
+    if record['space'] != 'rnn':
+        return [f'"vocabulary" belongs to the rnn space, not to {record["space"]!r}']
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return ['"vocabulary" must be a list of words (strings)']
+    problems = []
+    size = args.get('vocab_size')
+    if size is None:      # our exports always write it; a default would be a guess
+        problems.append('"vocabulary" needs "vocab_size" in "space_args"')
+    elif len(words) != size:
+        problems.append(f'"vocabulary" has {len(words)} words but vocab_size is {size}')
+    seen: set[str] = set()
+    repeated = [w for w in words if w in seen or seen.add(w)]
+    if repeated:
+        problems.append(f'"vocabulary" repeats {len(repeated)} word(s), e.g. {repeated[0]!r}')
     return problems
 
 
@@ -204,16 +237,19 @@ def check_record(record: Any, where: str = 'architecture', *, max_parameters: in
         problems.append('no "arch" object')
     if not problems:
         # the file's own values too: a file asking for 0 channels is broken even where a flag overrides it
-        problems += [f'bad space_args: {p}'
-                     for p in dict.fromkeys(_range_problems(args) + _range_problems({**args, **overrides}))]
+        name = record['space']
+        problems += [f'bad space_args: {p}' for p in dict.fromkeys(
+            _range_problems(name, args) + _range_problems(name, {**args, **overrides}))]
     if not problems:
         try:
             # The labels do not depend on the width: validate on a narrow copy of the space (fast).
-            space = build_space(record, **{**overrides, 'channels': 2})
+            space = build_space(record, **{**overrides, **_NARROW_ARGS[record['space']]})
         except (TypeError, ValueError) as e:
             problems.append(f'bad space_args: {e}')
         else:
             problems += check_arch(space, record['arch'])
+        if 'vocabulary' in record:
+            problems += _vocabulary_problems(record, {**args, **overrides})
     if not problems and max_parameters is not None:
         problems += filter(None, [_size_problem(record, overrides, max_parameters)])
     if problems:

@@ -21,13 +21,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ['SPACE_ARG_RANGES', 'MAX_PARAMETERS', 'IMAGE_SIDE', 'Range', 'FLAG_RANGES']
+__all__ = ['SPACE_ARG_RANGES', 'RNN_ARG_RANGES', 'MAX_PARAMETERS', 'IMAGE_SIDE', 'Range', 'FLAG_RANGES']
 
 # What a file may ask for: (type, lowest, highest), both included. Far beyond the paper's
 # (24 layers, 5 nodes, 96 channels), and low enough that a typo (1e9 layers) is refused.
 SPACE_ARG_RANGES = {
     'num_layers': (int, 1, 100), 'num_nodes': (int, 1, 16), 'channels': (int, 2, 1024),
     'num_classes': (int, 1, 100_000), 'dropout': (float, 0.0, 0.999), 'drop_path_prob': (float, 0.0, 0.999),
+}
+# The recurrent cell's (the paper: 12 nodes, hidden 200 in search, 800 final, 10k words; WikiText-2
+# has 33k). The parameter ceiling (MAX_PARAMETERS) refuses the sizes these allow but memory does not.
+RNN_ARG_RANGES = {
+    'vocab_size': (int, 1, 10_000_000), 'num_nodes': (int, 1, 64), 'hidden_size': (int, 1, 65_536),
+    **{f'dropout_{k}': (float, 0.0, 0.999) for k in 'eixho'},
 }
 MAX_PARAMETERS = 10**9     # 4 GB of float32 weights: a typo, not a network to train
 IMAGE_SIDE = 32            # every dataset's images (image folders are resized to it)

@@ -8,6 +8,8 @@ Runtime: about 25 s on the 2-core dev machine.
 """
 
 import copy
+import gc
+import itertools
 import sys
 import warnings
 from pathlib import Path
@@ -24,8 +26,10 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer  # no
 
 from nni_enas import MacroSpace, MicroSpace  # noqa: E402
 from nni_enas.search.controller import ReinforceController  # noqa: E402
-from nni_enas.training.cuda_graphs import (WARMUP_ITERS, CudaGraphModule, _GraphSet, graph_supernet,  # noqa: E402
-                                  use_cuda_graphs)
+import nni_enas.training.cuda_graphs  # noqa: E402
+from nni_enas.training.cuda_graphs import (WARMUP_ITERS, CudaGraphCaptureError, CudaGraphModule,  # noqa: E402
+                                           _GraphSet, graph_supernet, graph_wrappers, release_graphs,
+                                           use_cuda_graphs)
 from nni_enas.search.enas import Enas  # noqa: E402
 from nni_enas.spaces.macro import reduction_layers  # noqa: E402
 from nni_enas.spaces.micro import drop_path  # noqa: E402
@@ -354,7 +358,10 @@ def test_inference_outputs_survive_the_next_replay():
     assert wrapper.replays == 2 and torch.equal(out_a, expected)
 
 
-def test_a_failed_capture_warns_once_and_stays_eager():
+def test_a_failed_capture_stops_with_one_clear_error():
+    """On torch < 2.13 a failed capture leaves CUDA's generator and allocator in capture state:
+    running on eagerly would crash later with an unrelated error, so the capture error says
+    what to do instead (REVIEW finding 2)."""
     supernet = macro_supernet()
     reference = copy.deepcopy(supernet)
     names = graph_supernet(supernet, 'auto', device='cuda', wrapper=FailingCapture)
@@ -362,16 +369,19 @@ def test_a_failed_capture_warns_once_and_stays_eager():
     arch = archs(supernet, 1)[0]
     apply(supernet, arch)
     apply(reference, arch)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        for _ in range(2):
-            out, grads = run(supernet, x, y, True, True, seed=0)
-            ref_out, ref_grads = run(reference, x, y, True, True, seed=0)
-            torch.testing.assert_close(out, ref_out)
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and 'runs eagerly' in messages[0] and 'stream is capturing' in messages[0]
+    with pytest.raises(CudaGraphCaptureError) as caught:
+        run(supernet, x, y, True, True, seed=0)
+    assert str(caught.value) == (
+        'CUDA graph capture of stem failed (RuntimeError: operation not permitted when stream is capturing); '
+        "after a failed capture the CUDA state may be unusable: rerun with --cuda-graphs off "
+        "(cuda_graphs='off' in Python)")
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    # a caller that catches it anyway gets eager PyTorch, and no other module tries a capture
+    for _ in range(2):
+        out, grads = run(supernet, x, y, True, True, seed=0)
+        ref_out, ref_grads = run(reference, x, y, True, True, seed=0)
+        torch.testing.assert_close(out, ref_out)
     wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
-    # the first failure stops further captures in this graph set: one module tried
     assert sum(w.broken for w in wrappers) == 1 and all(w.replays == 0 and not w.graphs for w in wrappers)
     for n in grads:
         torch.testing.assert_close(grads[n], ref_grads[n])
@@ -461,8 +471,10 @@ def test_child_training_with_graphs_trains_like_eager():
     assert graphed.graphed == [''] and eager.graphed == []
     wrapper = net.__dict__['forward']
     # training graph + eval inference graph; partial batches (2 of 14 train, 4 of 14 test) eager
-    assert set(wrapper.graphs) == {'train', ('infer', False, False)}   # fit-time validation: no_grad and CpuGraphModule.captures == 2
-    assert wrapper.replays == 2 * (3 + 2)
+    assert wrapper.captured_kinds == {'train', ('infer', False, False)}   # fit-time validation: no_grad
+    assert wrapper.captures == 2 and wrapper.replays == 2 * (3 + 2)
+    # Lightning's teardown moved the network to the CPU: the graphs were dropped there
+    assert wrapper.graphs == {} and wrapper.recaptures == 1
     for (n, p), q in zip(net.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, msg=n)
     for key in ('child_loss', 'child_acc', 'test_loss', 'test_acc'):
@@ -470,6 +482,39 @@ def test_child_training_with_graphs_trains_like_eager():
     # the drop-path probability the graph reads: the same tensors every step, on the schedule
     assert all(all(a is b for a, b in zip(s, seen[0])) for s in seen)
     torch.testing.assert_close(net.cells[-1].drop_prob, torch.tensor(0.4 * min(1.0, 8 / 8)))
+
+
+class MovedByLightning(StandInGraphs):
+    """As on a GPU: Lightning's teardown moves the network to the CPU and the next fit, validate
+    or test moves it back, so every parameter and buffer ends up in new storage (on the CPU,
+    ``.cpu()`` would keep the storage: this stand-in gives it new storage)."""
+
+    def cpu(self):
+        super().cpu()
+        with torch.no_grad():
+            for t in itertools.chain(self.parameters(), self.buffers()):
+                t.data = t.data.clone()
+        return self
+
+
+def test_validate_after_fit_runs_graphed_again_after_lightnings_moves():
+    """REVIEW finding 1: the old wrapper dropped its graphs for good (with a warning) when the
+    storage moved, so a ``trainer.validate`` after ``fit`` ran eagerly."""
+    net = micro_final(auxiliary=True)
+    twin = copy.deepcopy(net)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='CUDA graphs of', category=RuntimeWarning)   # the old code's
+        graphed, trainer, _ = fit(MovedByLightning, net, steps=3)
+        wrapper = net.__dict__['forward']
+        before = wrapper.replays
+        tested = trainer.validate(graphed, trainer.val_dataloaders, verbose=False)[0]
+    eager, eager_trainer, _ = fit(ChildTraining, twin, steps=3)
+    eager_tested = eager_trainer.validate(eager, eager_trainer.val_dataloaders, verbose=False)[0]
+    # 14 test images in batches of 5: two full batches replay the inference_mode graph
+    assert wrapper.replays - before == 2 and ('infer', False, True) in wrapper.captured_kinds
+    assert not wrapper.broken and wrapper.recaptures == 2          # dropped after fit and after validate
+    assert tested['test_loss'] == pytest.approx(eager_tested['test_loss'], rel=1e-5)
+    assert tested['test_acc'] == eager_tested['test_acc']
 
 
 def test_child_training_on_cpu_or_off_does_not_wrap():
@@ -601,22 +646,63 @@ def test_no_grad_and_inference_mode_each_get_a_graph():
     assert wrapper.replays == 4
 
 
-def test_replaced_parameters_make_graphs_stale_with_one_warning():
+def test_replaced_parameters_are_captured_again_with_the_whole_graph_set(monkeypatch):
+    """New storage (Lightning's move to the CPU and back, ``.data = ...``): the graphs of the
+    graph set are dropped and captured again, with one garbage collection (REVIEW finding 1)."""
     net, reference = small_block(), small_block()
-    net.forward = CpuGraphModule(net)
+    graph_set = _GraphSet(track_forwards=False)
+    wrapper = net.forward = CpuGraphModule(net, graph_set=graph_set)
+    other = nn.Linear(3, 3)
+    other_wrapper = other.forward = CpuGraphModule(other, graph_set=graph_set)
     x = torch.randn(2, 3, 4, 4)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('error')                  # no warning either: re-arming is routine
         net.eval(), reference.eval()
-        net(x)
+        net(x), other(torch.randn(2, 3))
+        collections = []
+        monkeypatch.setattr(nni_enas.training.cuda_graphs.gc, 'collect', lambda *a: collections.append(1))
         net[0].weight.data = net[0].weight.data + 1        # new storage: the graph would read the old one
         reference[0].weight.data += 1
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
+        for _ in range(2):
             torch.testing.assert_close(net(x), reference(x))
-            torch.testing.assert_close(net(x), reference(x))
-    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == [
-        'CUDA graphs of the network: its parameters or buffers were replaced after capture; it runs eagerly '
-        '(later failures are not reported)']
+    assert wrapper.replays == 3 and wrapper.captures == 2 and wrapper.recaptures == 1 and not wrapper.broken
+    assert other_wrapper.recaptures == 1 and not other_wrapper.graphs     # its set was dropped too
+    assert collections == [1]
+
+
+def test_no_garbage_collection_during_a_capture_one_before_the_first_and_one_per_release(monkeypatch):
+    """A collection during a capture could free a dropped graph mid-capture (REVIEW finding 3)."""
+    seen = []
+
+    class Watching(CpuGraphModule):
+        def _capture(self, kind, args, amp):
+            seen.append(('before', gc.isenabled()))
+            return super()._capture(kind, args, amp)
+
+        def _record_training(self, args, amp):
+            seen.append(('capture', gc.isenabled()))
+            return super()._record_training(args, amp)
+
+        def _record_inference(self, args, amp):
+            seen.append(('capture', gc.isenabled()))
+            return super()._record_inference(args, amp)
+
+    collections = []
+    monkeypatch.setattr(nni_enas.training.cuda_graphs.gc, 'collect', lambda *a: collections.append(len(seen)))
+    supernet = macro_supernet()
+    names = graph_supernet(supernet, 'auto', device='cuda', wrapper=Watching)
+    apply(supernet, archs(supernet, 1)[0])
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    assert gc.isenabled()
+    run(supernet, x, y, True, True, seed=0)
+    run(supernet, x, y, False, False, seed=0)
+    captures = [enabled for what, enabled in seen if what == 'capture']
+    assert len(captures) > 4 and not any(captures) and gc.isenabled()
+    assert collections == [1]           # once, at the set's first capture, before it started
+    assert release_graphs(supernet) == len([w for w in graph_wrappers(supernet) if w.recaptures]) > 4
+    assert collections == [1, len(seen)]        # once for the whole set
+    assert release_graphs(supernet) == 0 and len(collections) == 2     # nothing left: no collection
+    assert len(graph_wrappers(supernet)) == len(names)
 
 
 @pytest.mark.parametrize('change', ['bn_eval', 'frozen'])
@@ -655,113 +741,176 @@ def test_two_forwards_then_one_backward_match_eager():
     assert wrapper.replays == 2         # the first call of each step; the second ran eagerly
 
 
-def test_after_a_failed_capture_captured_graphs_replay_and_nothing_new_is_captured():
+def test_after_a_caught_capture_failure_nothing_new_is_captured():
     a, b = nn.Linear(3, 3), nn.Linear(3, 3)
     graph_set = _GraphSet(track_forwards=False)
     wa = a.forward = CpuGraphModule(a, name='a', graph_set=graph_set)
     wb = b.forward = FailingCapture(b, name='b', graph_set=graph_set)
     x = torch.randn(2, 3)
-    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        a(x), b(x)                      # a captured, b failed
+    with torch.no_grad():
+        a(x)                            # a captured
+        with pytest.raises(CudaGraphCaptureError, match='capture of b failed'):
+            b(x)
+        torch.testing.assert_close(b(x), F.linear(x, b.weight, b.bias))    # eager from now on
         a.eval()
         torch.testing.assert_close(a(x), F.linear(x, a.weight, a.bias))    # a new kind: no capture
-        a.train()
-        a(x)
-    assert wa.replays == 2 and list(wa.graphs) == [('infer', True, False)] and wb.broken
-    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    assert wa.replays == 1 and list(wa.graphs) == [('infer', True, False)] and wb.broken and gc.isenabled()
 
 
 # --------------------------------------------------------------------------------------------
-# on a GPU only (skipped here): the real captures against eager PyTorch
-#   python3 -m pytest -q -rs tests/test_cuda_graphs.py -k gpu
+# on a GPU only (skipped here): the real captures against eager PyTorch, as users run them
+#   python3 -m pytest -q -rs tests/test_cuda_graphs.py tests/test_search_graphs.py tests/test_data.py \
+#       -k "gpu or loader_on_cuda"
 # --------------------------------------------------------------------------------------------
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
-def _no_graph_warnings():
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.filterwarnings('error', message='CUDA graphs of', category=RuntimeWarning)
-    return context
+@pytest.fixture(autouse=True)
+def _gpu_isolation(request):
+    """One GPU test's garbage (dropped graphs and their pools) is freed before the next test's
+    captures, and its queued work is done (REVIEW finding 3, T9)."""
+    if 'gpu' in request.node.name and torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.synchronize()
+    yield
+
+
+def _gpu_space(space):
+    torch.manual_seed(0)
+    if space == 'macro':
+        return MacroSpace(num_layers=6, channels=16, dropout=0.0)
+    return MicroSpace(num_layers=3, channels=8, num_nodes=3, dropout=0.0)
 
 
 @gpu
 @pytest.mark.parametrize('space', ['macro', 'micro'])
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'bf16'])
 def test_gpu_supernet_graphs_match_eager(space, amp):
-    torch.manual_seed(0)
-    space_cls = (lambda: MacroSpace(num_layers=6, channels=16, dropout=0.0)) if space == 'macro' else \
-        (lambda: MicroSpace(num_layers=3, channels=8, num_nodes=3, dropout=0.0))
-    supernet = Enas().mutate_model(space_cls())
+    """Child steps with the search's optimizer (foreach Nesterov SGD, in place: the graphs must
+    read the updated weights), then the rewards in both BN modes (T2)."""
+    supernet = Enas().mutate_model(_gpu_space(space))
     chosen = archs(supernet, 3)
     supernet = supernet.cuda()
     reference = copy.deepcopy(supernet)
-    context = _no_graph_warnings()
-    try:
-        names = graph_supernet(supernet)
-        x = torch.randn(16, 3, 32, 32, device='cuda')
-        y = torch.randint(0, 10, (16,), device='cuda')
-        tol = dict(atol=5e-2, rtol=5e-2) if amp else dict(atol=1e-4, rtol=1e-3)
-        for step, arch in enumerate(chosen * 2):
-            apply(supernet, arch)
-            apply(reference, arch)
-            for grad, training in ((True, True), (False, True), (False, False)):
-                with torch.autocast('cuda', torch.bfloat16, enabled=amp):
-                    out, grads = run(supernet, x, y, grad, training, seed=step)
-                    ref_out, ref_grads = run(reference, x, y, grad, training, seed=step)
-                torch.testing.assert_close(out.float(), ref_out.float(), **tol)
-                assert grads.keys() == ref_grads.keys()
-                for n in grads:
-                    torch.testing.assert_close(grads[n], ref_grads[n], msg=n, **tol)
-    finally:
-        context.__exit__(None, None, None)
+    optimizers = [enas_sgd(net.parameters(), lr_max=0.05)[0] for net in (supernet, reference)]
+    names = graph_supernet(supernet)
+    x = torch.randn(16, 3, 32, 32, device='cuda')
+    y = torch.randint(0, 10, (16,), device='cuda')
+    tol = dict(atol=5e-2, rtol=5e-2) if amp else dict(atol=1e-4, rtol=1e-3)
+    for step, arch in enumerate(chosen * 2):
+        apply(supernet, arch)
+        apply(reference, arch)
+        for grad, training in ((True, True), (False, True), (False, False)):
+            with torch.autocast('cuda', torch.bfloat16, enabled=amp):
+                out, grads = run(supernet, x, y, grad, training, seed=step)
+                ref_out, ref_grads = run(reference, x, y, grad, training, seed=step)
+            torch.testing.assert_close(out.float(), ref_out.float(), **tol)
+            assert grads.keys() == ref_grads.keys()
+            for n in grads:
+                torch.testing.assert_close(grads[n], ref_grads[n], msg=n, **tol)
+            if grad:
+                for optimizer in optimizers:
+                    optimizer.step()
+    for (n, p), q in zip(supernet.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, msg=n, **tol)
     for (n, b), rb in zip(supernet.named_buffers(), reference.buffers()):
         torch.testing.assert_close(b.float(), rb.float(), msg=n, **tol)
     wrappers = [supernet.get_submodule(n).__dict__['forward'] for n in names]
     assert not any(w.broken for w in wrappers) and sum(w.replays for w in wrappers) > 2 * len(names)
 
 
-def _gpu_retrain(net, cuda_graphs, steps=6, **trainer_kwargs):
+@gpu
+@pytest.mark.parametrize('space', ['macro', 'micro'])
+def test_gpu_reward_logits_of_several_forwards_survive_later_replays(space):
+    """Batched rewards keep the logits of several forwards: the shared inference pool and the
+    static outputs must not overwrite them (T6)."""
+    supernet = Enas().mutate_model(_gpu_space(space))
+    chosen = archs(supernet, 4, seed=2)
+    supernet = supernet.cuda().train(space == 'micro')      # micro rewards: training-mode BN
+    reference = copy.deepcopy(supernet)
+    names = graph_supernet(supernet)
+    x = torch.randn(16, 3, 32, 32, device='cuda')
+    kept, expected = [], []
+    with torch.no_grad():
+        for arch in chosen * 2:
+            apply(supernet, arch)
+            apply(reference, arch)
+            kept.append(supernet(x))
+            expected.append(reference(x).clone())
+    for a, b in zip(kept, expected):            # compared only now, after every later replay
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+    assert sum(supernet.get_submodule(n).__dict__['forward'].replays for n in names) > len(names)
+
+
+def _graph_keys_callback():
+    """A Lightning callback keeping the wrapper's graph keys before Lightning's teardown drops them."""
     import pytorch_lightning as pl
-    from torch.utils.data import DataLoader, TensorDataset
+
+    class GraphKeys(pl.Callback):
+        def __init__(self):
+            self.keys = {}
+
+        def snap(self, pl_module):
+            wrapper = pl_module.model.__dict__.get('forward')
+            if isinstance(wrapper, CudaGraphModule):
+                self.keys.update({kind: key for kind, (key, _) in wrapper.graphs.items()})
+
+        def on_train_end(self, trainer, pl_module):
+            self.snap(pl_module)
+
+        def on_validation_end(self, trainer, pl_module):
+            self.snap(pl_module)
+
+    return GraphKeys()
+
+
+def _gpu_retrain(net, cuda_graphs, precision, steps=10, **trainer_kwargs):
+    """Fit with fit-time validation, then ``trainer.validate``: retrain.py's batches
+    (ShardedBatches, channels-last, augmented on the GPU: T3), its precision and clipping."""
+    import pytorch_lightning as pl
+    from nni_enas.data.images import CIFAR10_CLASSES, ImageTensors
+    from nni_enas.training.retraining import ShardedBatches
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(steps * 8, 3, 32, 32, generator=g).cuda().contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (steps * 8,), generator=g).cuda()
+    data = ImageTensors(torch.randint(0, 256, (steps * 8, 3, 32, 32), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (steps * 8,), generator=g), CIFAR10_CLASSES)
+    train = ShardedBatches(data, 8, shuffle=True, augment=True, device='cuda', channels_last=True)
+    test = ShardedBatches(data, 8, shuffle=False, augment=False, device='cuda', channels_last=True)
     net = net.cuda().to(memory_format=torch.channels_last)
     module = ChildTraining(optimizer=lambda p: enas_sgd(p, lr_max=0.05), cuda_graphs=cuda_graphs)
     module.set_model(net)
-    trainer = pl.Trainer(max_epochs=1, accelerator='gpu', devices=1, precision='bf16-mixed', logger=False,
+    keys = _graph_keys_callback()
+    trainer = pl.Trainer(max_epochs=1, accelerator='gpu', devices=1, precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, gradient_clip_val=5.0, **trainer_kwargs)
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)     # validation: no_grad
-    tested = trainer.validate(module, loader, verbose=False)[0]               # inference_mode
-    return module, tested
+                         num_sanity_val_steps=0, gradient_clip_val=5.0, callbacks=[keys], **trainer_kwargs)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=test)     # validation: no_grad
+    tested = trainer.validate(module, test, verbose=False)[0]              # inference_mode, after Lightning's moves
+    return module, tested, keys.keys
 
 
 @gpu
-@pytest.mark.parametrize('accumulate', [1, 2])
-def test_gpu_retraining_bf16_channels_last_matches_eager(accumulate):
+@pytest.mark.parametrize('accumulate, precision', [(1, 'bf16-mixed'), (2, 'bf16-mixed'), (1, '16-mixed')])
+def test_gpu_retraining_matches_eager(accumulate, precision):
+    """bf16 and 16-mixed (GradScaler unscales the static gradient buffers in place: T8), with
+    and without gradient accumulation; ``trainer.validate`` after the fit is graphed again.
+    (16-mixed skips its first steps while GradScaler finds its scale: 10 steps leave some.)"""
     net = micro_final(auxiliary=True, dropout=0.0).cuda()      # no random masks: graphed vs eager comparable
     before = copy.deepcopy(net)
     twin = copy.deepcopy(net)
-    context = _no_graph_warnings()
-    try:
-        graphed, tested = _gpu_retrain(net, 'auto', accumulate_grad_batches=accumulate)
-    finally:
-        context.__exit__(None, None, None)
-    eager, eager_tested = _gpu_retrain(twin, 'off', accumulate_grad_batches=accumulate)
+    graphed, tested, keys = _gpu_retrain(net, 'auto', precision, accumulate_grad_batches=accumulate)
+    eager, eager_tested, _ = _gpu_retrain(twin, 'off', precision, accumulate_grad_batches=accumulate)
     wrapper = net.__dict__['forward']
-    assert graphed.graphed == [''] and not wrapper.broken and wrapper.replays >= 6 + 6 + 6
-    assert {'train', ('infer', False, False), ('infer', False, True)} <= set(wrapper.graphs)
-    # the update of every parameter tensor, graphed vs eager: bf16 rounding, not a doubled gradient
+    assert graphed.graphed == [''] and not wrapper.broken and wrapper.replays >= 3 * 10    # fit, its validation, validate
+    assert {'train', ('infer', False, False), ('infer', False, True)} <= wrapper.captured_kinds
+    assert wrapper.recaptures == 2 and not wrapper.graphs       # dropped at each teardown
+    channels_last = torch.empty(8, 3, 32, 32).contiguous(memory_format=torch.channels_last).stride()
+    assert keys['train'][1][0][3] == channels_last                 # the captured input's strides
+    # the update of every parameter tensor, graphed vs eager: rounding, not a doubled gradient
     num = den = 0.0
     for p, q, p0 in zip(net.parameters(), twin.parameters(), before.parameters()):
         num += float((p - q).float().norm() ** 2)
         den += float((q - p0).float().norm() ** 2)
-    assert num ** 0.5 <= 0.05 * den ** 0.5
+    assert den > 0 and num ** 0.5 <= 0.05 * den ** 0.5
     assert abs(tested['test_loss'] - eager_tested['test_loss']) < 0.05 * abs(eager_tested['test_loss'])
 
 
@@ -779,30 +928,102 @@ def test_gpu_dropout_and_drop_path_draw_fresh_masks_per_replay():
         assert not torch.equal(a, b)
 
 
-class _HostSync(nn.Module):
+class _DropPathBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.register_buffer('drop_prob', torch.zeros(()), persistent=False)
+
+    def forward(self, x):
+        return drop_path(self.conv(x), self.drop_prob)
+
+
+@gpu
+@pytest.mark.parametrize('grad', [True, False], ids=['training_graph', 'inference_graph'])
+def test_gpu_drop_path_probability_is_read_at_every_replay(grad):
+    """Captured at probability 0, replayed at 0.75: a probability frozen at capture would drop
+    nothing (T5). Then micro's own cells: captured at progress 0 (exactly eager), changed at 1."""
+    block = _DropPathBlock().cuda()
+    wrapper = block.forward = CudaGraphModule(block)
+    x = torch.randn(4096, 8, 1, 1, device='cuda')
+    with torch.set_grad_enabled(grad):
+        first = block(x).detach().clone()
+        block.drop_prob.fill_(0.75)
+        out = block(x).detach().clone()
+        plain = block.conv(x).detach()
+    torch.testing.assert_close(first, plain, atol=1e-4, rtol=1e-3)
+    dropped = (out.flatten(1) == 0).all(1)
+    assert abs(dropped.float().mean().item() - 0.75) < 0.03 and wrapper.replays == 2
+    torch.testing.assert_close(out[~dropped], 4 * plain[~dropped], atol=1e-4, rtol=1e-3)
+
+    net = micro_final(drop_path_prob=0.9, dropout=0.0).cuda()
+    reference = copy.deepcopy(net)
+    net.set_drop_path_progress(0.0)
+    reference.set_drop_path_progress(0.0)
+    net.forward = CudaGraphModule(net)
+    x = torch.randn(16, 3, 32, 32, device='cuda')
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(net(x).detach(), reference(x).detach(), atol=1e-4, rtol=1e-3)
+        net.set_drop_path_progress(1.0)
+        assert not torch.allclose(net(x).detach(), reference(x).detach(), atol=1e-3)
+
+
+_FAILED_CAPTURE = r"""
+import sys
+import torch
+import torch.nn as nn
+sys.path.insert(0, sys.argv[1])
+from nni_enas.training.cuda_graphs import CudaGraphCaptureError, CudaGraphModule, _GraphSet
+
+
+class HostSync(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.lin(x) * float(x.abs().sum() > 0)        # a host read: capture fails
+        return self.lin(x) * float(x.abs().sum() > 0)        # a host read: the capture fails
+
+
+bad, good = HostSync().cuda(), nn.Linear(4, 4).cuda()
+graph_set = _GraphSet(track_forwards=False)
+good.forward = CudaGraphModule(good, name='good', graph_set=graph_set)
+wrapper = bad.forward = CudaGraphModule(bad, name='bad', graph_set=graph_set)
+x = torch.randn(8, 4, device='cuda')
+with torch.no_grad():
+    good(x)                                                   # captured before the failure
+stream = torch.cuda.current_stream()
+try:
+    bad(x)
+    print('NO ERROR', flush=True)
+except CudaGraphCaptureError as error:
+    print('ERROR', error, flush=True)
+print('STREAM', torch.cuda.current_stream() == stream, 'BROKEN', wrapper.broken, flush=True)
+# what this torch does after a failed capture: the reason the run stops (for the log only)
+for name, probe in (('eager_rng', lambda: torch.rand(10, device='cuda')), ('replay', lambda: good(x)),
+                    ('empty_cache', torch.cuda.empty_cache)):
+    try:
+        probe()
+        torch.cuda.synchronize()
+        print('STATE', name, 'ok', flush=True)
+    except Exception as error:  # noqa: BLE001
+        print('STATE', name, type(error).__name__, (str(error).splitlines() or [''])[0][:100], flush=True)
+"""
 
 
 @gpu
-def test_gpu_failed_capture_falls_back_once_and_restores_the_stream():
-    bad, good = _HostSync().cuda(), nn.Linear(4, 4).cuda()
-    graph_set = _GraphSet(track_forwards=False)
-    wb = bad.forward = CudaGraphModule(bad, name='bad', graph_set=graph_set)
-    wg = good.forward = CudaGraphModule(good, name='good', graph_set=graph_set)
-    x = torch.randn(8, 4, device='cuda')
-    stream = torch.cuda.current_stream()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        out = bad(x)
-    assert torch.cuda.current_stream() == stream
-    torch.testing.assert_close(out, bad.lin(x))
-    assert wb.broken and len([w for w in caught if 'CUDA graphs of bad' in str(w.message)]) == 1
-    torch.testing.assert_close(good(x), F.linear(x, good.weight, good.bias))
-    assert wg.replays == 0                                   # nothing new captured after a failure
-    torch.cuda.synchronize()
-    assert torch.rand(1000, device='cuda').std() > 0.2       # eager CUDA randomness still works
+def test_gpu_failed_capture_stops_with_one_clear_error_and_restores_the_stream():
+    """In its own process: on torch < 2.13 a failed capture leaves the process's CUDA generator
+    and allocator unusable (REVIEW finding 2, T9). What the state is afterwards is reported as a
+    warning in the test summary, for the record."""
+    import subprocess
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, '-c', _FAILED_CAPTURE, root], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    errors = [line for line in lines if line.startswith('ERROR ')]
+    assert len(errors) == 1 and 'CUDA graph capture of bad failed' in errors[0] and '--cuda-graphs off' in errors[0], \
+        done.stdout[-2000:] + done.stderr[-2000:]
+    assert 'STREAM True BROKEN True' in lines
+    # the probes after the failure may crash the process on some versions: that is the finding, not a failure
+    warnings.warn(f'after a failed capture on torch {torch.__version__} (exit {done.returncode}): '
+                  + '; '.join(line[6:] for line in lines if line.startswith('STATE ')), UserWarning)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_enas.data.images import BatchLoader, DataError, ImageTensors, load_data, read_cifar10
+from nni_enas.data.images import BatchLoader, DataError, ImageTensors, host_to_device, load_data, read_cifar10
 
 from helpers import CLASSES, write_cifar, write_png  # shared with tests/test_search.py
 
@@ -398,7 +398,40 @@ def test_infinite_loader_keeps_going():
         BatchLoader(data, 20, shuffle=True, augment=False, drop_last=True, infinite=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+class _HostValues:
+    """A CPU tensor's stand-in that records what happens to it on the way to a device."""
+
+    def __init__(self, log, pinned=False):
+        self.log, self.pinned, self.device = log, pinned, torch.device('cpu')
+
+    def pin_memory(self):
+        self.log.append('pin')
+        return _HostValues(self.log, pinned=True)
+
+    def to(self, device, non_blocking=False):
+        self.log.append(('to', str(device), non_blocking, self.pinned))
+        return self
+
+
+def test_random_numbers_reach_cuda_from_pinned_memory_without_blocking():
+    """REVIEW finding 8: an async copy from pageable memory may wait for the GPU queue."""
+    log = []
+    host_to_device(_HostValues(log), torch.device('cuda', 0))
+    assert log == ['pin', ('to', 'cuda:0', True, True)]
+    log.clear()
+    host_to_device(_HostValues(log), torch.device('cpu'))       # no pinning, nothing asynchronous
+    assert log == [('to', 'cpu', False, False)]
+
+
+def test_enas_trainer_pins_its_loaders_for_cuda_only():
+    from nni_enas import EnasTrainer
+    data = make_set(8)
+    for pin in (True, False):
+        loaders = EnasTrainer._loaders(data, 4, 0, pin_memory=pin)
+        assert [loader.pin_memory for loader in loaders] == [pin, pin]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_loader_on_cuda():
     data = make_set(20)
     loader = BatchLoader(data, 8, shuffle=True, augment=True, cutout=4, device="cuda")

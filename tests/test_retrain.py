@@ -245,6 +245,33 @@ def test_nonfinite_loss_stops_with_exit_1(tmp_path, capsys):
     assert not (out / 'result.json').exists()
 
 
+def test_a_failed_cuda_graph_capture_is_one_error_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    """On torch < 2.13 a failed capture leaves CUDA in capture state, and Lightning's teardown
+    then fails too (its empty_cache trips over the dead capture): the user still gets the one
+    line that says what to do (REVIEW finding 2). CPU stand-ins for both."""
+    import pytorch_lightning.strategies.strategy as strategy
+    import nni_enas.training.classification
+    from test_cuda_graphs import FailingCapture
+    enable = nni_enas.training.classification.ChildTraining.enable_cuda_graphs
+    monkeypatch.setattr(nni_enas.training.classification.ChildTraining, 'enable_cuda_graphs',
+                        lambda self, device=None, wrapper=None: enable(self, device='cuda', wrapper=FailingCapture))
+    teardown = strategy.Strategy.teardown
+
+    def failing_teardown(self):
+        teardown(self)
+        raise RuntimeError('INTERNAL ASSERT FAILED at CUDACachingAllocator.cpp: captures_underway.empty()')
+
+    monkeypatch.setattr(strategy.Strategy, 'teardown', failing_teardown)
+    out = tmp_path / 'run'
+    assert retrain.main(['--arc', 'paper-micro', *TINY, '--epochs', '1', '--layers', '3', '--output', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith('error:')] == [
+        'error: CUDA graph capture of the network failed (RuntimeError: operation not permitted when stream is '
+        'capturing); after a failed capture the CUDA state may be unusable: rerun with --cuda-graphs off '
+        "(cuda_graphs='off' in Python)"]
+    assert 'Traceback' not in err and not (out / 'result.json').exists()
+
+
 def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
     good = load_architecture('paper-micro')
     files = {
@@ -272,7 +299,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys):
     cases = [(['--arc', path], message) for path, (_, message) in _bad_files(tmp_path).items()]
     cases += [
-        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro)'),
+        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro, paper-rnn)'),
         (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number from 0 to 0.999, got '1.5'"),
         (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected an integer from 1 to 100000'),
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),

@@ -485,6 +485,22 @@ def _load_synthetic(count: int, image_size: int, seed: int, *, with_test: bool
 # Minibatches
 # --------------------------------------------------------------------------------------------
 
+def host_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` (drawn on the CPU) on ``device``, without making the CPU wait for the GPU.
+
+    Into CUDA the copy is asynchronous and starts from pinned memory: from pageable memory the
+    driver may stage it synchronously with the GPU queue, which would take away the CPU's lead
+    that CUDA graphs rely on (``shared/device/REVIEW.md``, finding 8). PyTorch's pinned-memory
+    cache keeps the block until the copy is done. (non_blocking is safe into an accelerator, not
+    for a copy back to the CPU.)
+    """
+    if device.type == 'cpu':
+        return values.to(device)
+    if device.type == 'cuda' and values.device.type == 'cpu':
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
+
+
 class BatchLoader:
     """Iterate over normalised (and optionally augmented) minibatches of an in-memory set.
 
@@ -568,8 +584,7 @@ class BatchLoader:
         return self._to_device(values)
 
     def _to_device(self, values: torch.Tensor) -> torch.Tensor:
-        # non_blocking is safe into an accelerator, not for a copy back to the CPU.
-        return values.to(self.device, non_blocking=self.device.type != 'cpu')
+        return host_to_device(values, self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

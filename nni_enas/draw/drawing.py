@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS, RNN_ACTIVATIONS
 
-# The recurrent cell's activations, in TF0's order (spaces.ops.RNN_ACTIVATIONS once the recurrent
-# space lands; named here so that a drawing needs no space class).
-ACTIVATIONS = ('tanh', 'relu', 'identity', 'sigmoid')
+# The recurrent cell's activations, from the one op table.
+ACTIVATIONS = RNN_ACTIVATIONS
 
 # One colour per op family (shades of one hue per family), read from the op tables so that a new
 # op gets a colour without touching the drawing. Activations as carpedm20 colours them (tanh

@@ -32,6 +32,7 @@ import torch
 from nni_enas.limits import FLAG_RANGES
 from nni_enas.run.failures import resource_failure
 from nni_enas.training.cuda_graphs import MODES as CUDA_GRAPH_MODES
+from nni_enas.training.cuda_graphs import CudaGraphCaptureError
 
 __all__ = [
     'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_SIGINT', 'EXIT_SIGTERM',
@@ -90,10 +91,13 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     """Call ``main(argv)``; turn :class:`CliError` and ``user_errors`` into ``error:`` + status 2.
 
     Out of memory or a full disk (:func:`~nni_enas.run.failures.resource_failure`, anywhere along the
-    exception's chain) is one ``error:`` line saying what to change, status 1. A Ctrl-C or SIGTERM
-    that reaches here (outside a Lightning fit, which handles its own) gives status 130 / 143.
-    Returns the exit status, so ``sys.exit(run_main(...))`` in the script and a plain call in tests;
-    called with ``argv`` (in-process), it puts back the signal handlers :func:`finished` changed.
+    exception's chain) is one ``error:`` line saying what to change, status 1. A failed CUDA graph
+    capture is its one ``error:`` line (rerun with ``--cuda-graphs off``) and status 1, also when
+    Lightning's teardown failed after it (on torch < 2.13 its ``empty_cache`` trips over the dead
+    capture). A Ctrl-C or SIGTERM that reaches here (outside a Lightning fit, which handles its own)
+    gives status 130 / 143. Returns the exit status, so ``sys.exit(run_main(...))`` in the script
+    and a plain call in tests; called with ``argv`` (in-process), it puts back the signal handlers
+    :func:`finished` changed.
     """
     handlers = _signal_handlers()
     try:
@@ -110,6 +114,10 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except SystemExit as exc:   # argparse and -h
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     except Exception as exc:
+        capture = _capture_error(exc)
+        if capture is not None:
+            _print_error(str(capture))
+            return EXIT_FAILED
         failure = resource_failure(exc)
         if failure is None:
             raise
@@ -138,6 +146,17 @@ def finished() -> None:
     """
     for signum in _signal_handlers():
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _capture_error(exc: BaseException | None) -> CudaGraphCaptureError | None:
+    """The :class:`CudaGraphCaptureError` that ``exc`` is, or was raised while handling."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CudaGraphCaptureError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def say(*parts: Any, file=None) -> None:

@@ -35,7 +35,7 @@ from pytorch_lightning.utilities.data import extract_batch_size
 
 from nni_enas.arguments import check_number
 from nni_enas.search.controller import ControllerDivergedError, ReinforceController, check_controller_arguments
-from nni_enas.training.cuda_graphs import graph_supernet, use_cuda_graphs
+from nni_enas.training.cuda_graphs import graph_supernet, release_graphs, use_cuda_graphs
 from nni_enas.search.export import EpochExport
 from nni_enas.training.classification import NonFiniteLossError, accuracy
 from nni_enas.spaces.supernet import mutation_hooks
@@ -257,6 +257,7 @@ class EnasModule(BaseOneShotLightningModule):
         self._child_images = 0
         self._epoch_start = 0.0
         self._graphs_done = False
+        self._fit_device: torch.device | None = None    # where the last fit ran (the export scores there)
         self._routing: list | None = None   # the supernet modules apply() routes (found once per model)
 
     _CPU_SIDE = ('controller', 'ctrl_optimizer', 'baseline', 'baseline_ready')
@@ -293,10 +294,32 @@ class EnasModule(BaseOneShotLightningModule):
             module.resample(memo=arch)
 
     def on_fit_start(self):
+        self._fit_device = self.device
         if not self._graphs_done:
             self._graphs_done = True
             self.graphed_modules = graph_supernet(self.model, self.cuda_graphs, device=self.device)
         return super().on_fit_start()
+
+    def teardown(self, stage=None):
+        # Lightning has just moved the supernet to the CPU and freed cuBLAS's workspaces: the
+        # graphs could not replay; the next fit captures afresh (nni_enas.training.cuda_graphs)
+        release_graphs(self)
+        return super().teardown(stage)
+
+    @contextlib.contextmanager
+    def _on_fit_device(self) -> Iterator[None]:
+        """Run the block on the device of the last fit (Lightning leaves the module on the CPU
+        after a fit: an export then would score 100 candidates on the CPU); back afterwards."""
+        here, there = self.device, self._fit_device
+        if there is None or here == there:
+            yield
+            return
+        self.to(there)
+        try:
+            yield
+        finally:
+            self.to(here)
+            release_graphs(self)            # graphs captured there hold device memory
 
     # Batches travel through the recipe's own transfer hooks (Lightning's default moves any nesting).
     def on_before_batch_transfer(self, batch, dataloader_idx):
@@ -593,9 +616,16 @@ class EnasModule(BaseOneShotLightningModule):
             self.log('ctrl_export_reward', score)
         return self.last_export
 
-    @torch.no_grad()
     def export_candidates(self) -> tuple[dict[str, Any], float, dict[str, Any]]:
-        """``(best_arch, its_score, greedy_arch)``: the score is the reward metric's mean (minus it for 'min')."""
+        """``(best_arch, its_score, greedy_arch)``: the score is the reward metric's mean (minus it for 'min').
+
+        Scored on the device the last fit ran on, also when called after the fit.
+        """
+        with self._on_fit_device():
+            return self._export_candidates()
+
+    @torch.no_grad()
+    def _export_candidates(self) -> tuple[dict[str, Any], float, dict[str, Any]]:
         batches = []
         for batch in self.reward_dataloader:
             batches.append(self._to_device(batch))

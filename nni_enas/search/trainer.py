@@ -128,7 +128,8 @@ class EnasTrainer:
             ctrl_steps_aggregate=ctrl_steps_aggregate, ctrl_steps=ctrl_steps, ctrl_kwargs=ctrl_kwargs,
             num_candidates=num_candidates, candidate_batches=candidate_batches, reward_train_mode=reward_train_mode)
         self.module.set_model(self.supernet)
-        self.train_loader, self.module.reward_dataloader = dataloaders or self._loaders(dataset, batch_size, workers)
+        self.train_loader, self.module.reward_dataloader = dataloaders or self._loaders(
+            dataset, batch_size, workers, pin_memory=_device_kwargs(device)['accelerator'] == 'gpu')
         kwargs = dict(max_epochs=num_epochs, **_device_kwargs(device), num_sanity_val_steps=0,
                       enable_model_summary=False, logger=False, enable_checkpointing=False,
                       log_every_n_steps=log_frequency or 50)
@@ -143,13 +144,16 @@ class EnasTrainer:
         return self.module.controller
 
     @staticmethod
-    def _loaders(dataset, batch_size, workers):
+    def _loaders(dataset, batch_size, workers, pin_memory=False):
         if isinstance(dataset, (tuple, list)):
             train, valid = dataset
         else:
             n = len(dataset)
             train, valid = Subset(dataset, range(n // 2)), Subset(dataset, range(n // 2, n))
-        kwargs = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+        # pinned batches on a GPU: Lightning's non_blocking copy is then asynchronous (from
+        # pageable memory the driver may wait for the GPU queue)
+        kwargs = dict(batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=pin_memory)
         return DataLoader(train, shuffle=True, **kwargs), DataLoader(valid, shuffle=True, **kwargs)
 
     def fit(self, ckpt_path: str | None = None) -> None:

@@ -14,7 +14,7 @@ import torch.nn as nn
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 
 from nni_enas.arguments import check_number
-from nni_enas.training.cuda_graphs import _holds_choice, graph_supernet, use_cuda_graphs
+from nni_enas.training.cuda_graphs import _holds_choice, graph_supernet, release_graphs, use_cuda_graphs
 
 __all__ = ['ChildTraining', 'accuracy', 'enas_sgd', 'NonFiniteLossError']
 
@@ -119,6 +119,12 @@ class ChildTraining(LightningModule):
 
     def on_fit_start(self):
         self.enable_cuda_graphs()
+
+    def teardown(self, stage=None):
+        # Lightning has just moved the network to the CPU and freed cuBLAS's workspaces: its
+        # graphs could not replay; the next fit/validate/test captures afresh
+        release_graphs(self)
+        return super().teardown(stage)
 
     def enable_cuda_graphs(self, device=None, wrapper=None) -> list[str]:
         """Graph the fixed network when ``cuda_graphs`` and the device allow it; returns the wrapped names.

@@ -69,7 +69,13 @@ Gradients
     ``advance_optimization`` use, zeroing between the forward and the backward).
 Parameters and buffers
     The graphs read them in place. If their storage moves after capture (``.to()``,
-    ``.data = ...``, ``load_state_dict(assign=True)``) the graphs are dropped, with the warning.
+    ``.data = ...``, ``load_state_dict(assign=True)``) every graph of the wrapper's
+    :func:`graph_supernet` call is dropped and captured again at its next call (re-armed).
+    Lightning moves the model to the CPU at the end of every ``fit``/``validate``/``test`` and
+    back at the next one, with new storage; it also frees cuBLAS's workspaces, which captured
+    matrix products use. So :class:`~nni_enas.training.classification.ChildTraining` and
+    :class:`~nni_enas.search.enas.EnasModule` drop the graphs in their ``teardown``
+    (:func:`release_graphs`), and the next ``fit``/``validate``/``test`` captures afresh.
 Memory pools
     Graphs that share a pool may reuse each other's freed capture memory, which PyTorch only
     allows when they replay in capture order. Supernet modules replay in an order set by the
@@ -93,11 +99,23 @@ Autocast
     ``bf16-mixed``/``16-mixed`` already use ``cache_enabled=False``), and the autocast state is
     part of the key: a call under another state runs eagerly.
 Failures
-    An exception during capture leaves that module eager for good (all kinds), with one
-    ``RuntimeWarning`` per :func:`graph_supernet` call (the first failure), not one per module;
-    no other module of that call starts a capture afterwards (a capture that fails half-way
-    may leave PyTorch's allocator in an odd state), and the caller's CUDA stream is restored
-    (``torch.cuda.graph`` does not restore it when ``capture_end`` raises).
+    An exception during capture raises :class:`CudaGraphCaptureError`, whose one line says to
+    rerun with ``--cuda-graphs off``. Running on eagerly is not safe: on torch < 2.13 a capture
+    that fails inside the captured region leaves the default CUDA generator and the caching
+    allocator in capture state (``CUDAGraph::capture_end`` throws before its epilogue), so the
+    next eager random op, every replay of graphs already captured and the next
+    ``empty_cache`` fail later with unrelated errors (``shared/device/REVIEW.md``, finding 2).
+    Before raising, the caller's CUDA stream is restored (``torch.cuda.graph`` does not restore
+    it when ``capture_end`` raises) and the module is marked ``broken`` (eager from then on, and
+    no other module of its :func:`graph_supernet` call starts a capture), for a caller that
+    catches the error anyway.
+Garbage collection
+    ``make_graphed_callables`` keeps its graphs in closures of a class, a reference cycle: a
+    dropped graph is freed only by the cyclic garbage collector. A collection *during* a capture
+    could destroy such a graph mid-capture ("operation not permitted when stream is
+    capturing"; torch >= 2.9 no longer collects before each capture), so collection is off
+    during every capture, and runs once before a graph set's first capture and once after its
+    graphs are dropped (which also returns their memory).
 Capture cost
     Each capture synchronises the device, empties the allocator's cache and runs three
     warm-up iterations (on the capture's own stream, as ``make_graphed_callables`` does): a few
@@ -119,9 +137,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import inspect
 import operator
-import warnings
 import weakref
 from typing import Any, Callable
 
@@ -131,12 +149,17 @@ from nni.nas.nn.pytorch import InputChoice, LayerChoice
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch.utils._pytree import tree_map
 
-__all__ = ['use_cuda_graphs', 'graph_supernet', 'graphable_modules', 'CudaGraphModule', 'MODES']
+__all__ = ['use_cuda_graphs', 'graph_supernet', 'graphable_modules', 'release_graphs', 'graph_wrappers',
+           'CudaGraphModule', 'CudaGraphCaptureError', 'MODES']
 
 MODES = ('auto', 'off')
 WARMUP_ITERS = 3
 # Everything a choice can be, before and after NNI's mutation into a supernet.
 _ROUTING = (LayerChoice, InputChoice, BaseSuperNetModule)
+
+
+class CudaGraphCaptureError(RuntimeError):
+    """A CUDA graph capture failed; the process's CUDA state may be unusable: rerun without graphs."""
 
 
 def use_cuda_graphs(mode: str, device) -> bool:
@@ -210,27 +233,41 @@ class _GraphSet:
 
     def __init__(self, track_forwards: bool):
         self.inference_pool = None          # created at the first inference capture (needs CUDA)
-        self.warned = False
-        # A capture that failed half-way may leave PyTorch's allocator and generator in odd states
-        # (the comment in CUDAGraph::reset, aten/src/ATen/cuda/CUDAGraph.cpp): after one failure,
-        # graphs already captured keep replaying but nothing new is captured.
+        # after a failed capture nothing new is captured (see CudaGraphCaptureError)
         self.capture_failed = False
         self.track_forwards = track_forwards
         self.forward_id = 0
+        self.members: list[CudaGraphModule] = []     # every wrapper of the set (they add themselves)
+        self.collected = False              # the one garbage collection before the first capture
+
+    def __deepcopy__(self, memo):
+        # a copy starts without graphs; the copied wrappers add themselves (CudaGraphModule.__deepcopy__)
+        twin = memo[id(self)] = _GraphSet(self.track_forwards)
+        return twin
 
     def next_forward(self, *_) -> None:
         self.forward_id += 1
 
-    def warn(self, name: str, error: BaseException | str) -> None:
-        """The one warning of this graph set: ``error`` is a capture's exception or a reason."""
-        if self.warned:
-            return
-        self.warned = True
-        if isinstance(error, BaseException):
-            first = str(error).splitlines()[0] if str(error) else ''
-            error = f'capture failed ({type(error).__name__}: {first})'
-        warnings.warn(f'CUDA graphs of {name or "the network"}: {error}; it runs eagerly '
-                      f'(later failures are not reported)', RuntimeWarning, stacklevel=4)
+    def release(self) -> int:
+        """Drop every graph of every member (each recaptures at its next call); how many were dropped."""
+        dropped = sum([member.drop_graphs() for member in self.members])
+        # a fresh pool: the old one may still be held by graphs that the collection below frees
+        self.inference_pool = None
+        if dropped:
+            gc.collect()        # the graphs live in reference cycles (see "Garbage collection")
+        return dropped
+
+
+@contextlib.contextmanager
+def _no_collection():
+    """No cyclic garbage collection in this block (a capture: see "Garbage collection")."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _autocast_state() -> tuple[bool, torch.dtype | None]:
@@ -267,9 +304,9 @@ class CudaGraphModule:
     module
         A module without choices whose ``forward`` takes tensors. The wrapper installs itself
         as ``module.forward`` (see :func:`graph_supernet`); its parameters and buffers are
-        untouched and must not be replaced afterwards (the graphs read them in place).
+        untouched; if they get new storage, the graphs are captured again (re-armed).
     name
-        The module's qualified name, for the warning when a capture fails.
+        The module's qualified name, for the error when a capture fails.
 
     See the module docstring for the graph kinds and the hazards they handle.
     """
@@ -282,7 +319,13 @@ class CudaGraphModule:
         self.broken = False                    # a capture failed: eager for good
         self.graphs: dict[Any, tuple[tuple, Callable]] = {}    # kind -> (key, replay function)
         self.last_forward: dict[Any, int] = {}
-        self.replays = 0                       # calls served by a graph (for tests and benchmarks)
+        # for tests and benchmarks: calls served by a graph, captures made, the kinds ever
+        # captured, and how many times the graphs were dropped to be captured again
+        self.replays = 0
+        self.captures = 0
+        self.captured_kinds: set = set()
+        self.recaptures = 0
+        self.graph_set.members.append(self)
         # Set at the first capture: what the graphs read in place, and the module's parts whose
         # training flags must agree with the root's (see _module_state).
         self._tensors: list[torch.Tensor] | None = None
@@ -315,14 +358,7 @@ class CudaGraphModule:
         if entry is None:
             if self.graph_set.capture_failed or not self._uniform(training):
                 return self.eager(*args)          # no new captures after a failure; a part in another mode
-            try:
-                entry = self.graphs[kind] = (key, self._capture(kind, args, key[0]))
-            except Exception as error:  # noqa: BLE001 -- any capture failure: stay eager, say it once
-                self.broken = True
-                self.graphs.clear()
-                self.graph_set.capture_failed = True
-                self.graph_set.warn(self.name, error)
-                return self.eager(*args)
+            entry = self.graphs[kind] = (key, self._capture_or_stop(kind, args, key[0]))
         if entry[0] != key:
             return self.eager(*args)
         if kind == 'train' and self._awaiting is not None and self._awaiting() is not None:
@@ -367,15 +403,24 @@ class CudaGraphModule:
         """False (run eagerly) when the module is not in the state its graphs were captured for.
 
         Parameters or buffers whose storage moved (``.to()``, ``.data = ...``, a ``load_state_dict``
-        with ``assign=True``) make every graph stale: they are dropped for good, with the warning.
-        Parts in another training mode than the root (a frozen BN) run eagerly for that call.
+        with ``assign=True``, Lightning's move to the CPU and back) make the graphs stale: those
+        of the whole graph set are dropped and this call captures afresh. Parts in another
+        training mode than the root (a frozen BN) run eagerly for that call.
         """
         if list(map(torch.Tensor.data_ptr, self._tensors)) != self._pointers:
-            self.broken = True
-            self.graphs.clear()
-            self.graph_set.warn(self.name, 'its parameters or buffers were replaced after capture')
-            return False
+            self.graph_set.release()
         return self._uniform(training)
+
+    def drop_graphs(self) -> int:
+        """Forget the graphs and what they assumed; the next CUDA call captures again. Returns 1
+        if there were graphs (the caller collects the garbage once: see "Garbage collection")."""
+        had = bool(self.graphs)
+        self.graphs.clear()
+        self._tensors, self._pointers, self._submodules, self._params = None, [], [], []
+        self._awaiting = None
+        self.last_forward.clear()
+        self.recaptures += had
+        return int(had)
 
     def _watch_backward(self, out) -> None:
         """Hook the backward of this replay: it waits for it (``_awaiting``) and protects ``.grad``.
@@ -415,18 +460,37 @@ class CudaGraphModule:
     def _on_device(self, args) -> bool:
         return all(a.is_cuda for a in args)
 
+    def _capture_or_stop(self, kind, args, amp) -> Callable:
+        """:meth:`_capture`, or :class:`CudaGraphCaptureError` (the module stays eager from then on)."""
+        try:
+            return self._capture(kind, args, amp)
+        except Exception as error:  # noqa: BLE001 -- any capture failure: the CUDA state is suspect
+            self.broken = True
+            self.graphs.clear()
+            self.graph_set.capture_failed = True
+            first = str(error).splitlines()[0] if str(error) else ''
+            raise CudaGraphCaptureError(
+                f'CUDA graph capture of {self.name or "the network"} failed ({type(error).__name__}: {first}); '
+                f'after a failed capture the CUDA state may be unusable: rerun with --cuda-graphs off '
+                f"(cuda_graphs='off' in Python)") from error
+
     def _capture(self, kind, args, amp) -> Callable:
         """Capture one graph; the module's buffers are as before and its forward is this wrapper after."""
         module = self.module
+        if not self.graph_set.collected:
+            self.graph_set.collected = True
+            gc.collect()        # earlier networks' dropped graphs: freed now, not during a capture
         if self._tensors is None:
             self._remember()
         saved = {name: b.detach().clone() for name, b in module.named_buffers()}
         installed = module.__dict__.pop('forward', None)     # capture must run the real forward
         stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
         try:
-            if kind == 'train':
-                return self._record_training(args, amp)
-            return self._record_inference(args, amp)
+            with _no_collection():
+                graph = self._record_training(args, amp) if kind == 'train' else self._record_inference(args, amp)
+            self.captures += 1
+            self.captured_kinds.add(kind)
+            return graph
         except BaseException:
             # torch.cuda.graph.__exit__ restores the caller's stream only when capture_end
             # succeeds (torch/cuda/graphs.py, 2.11 and 2.14): after a failed capture the work
@@ -531,3 +595,20 @@ def graph_supernet(supernet: nn.Module, mode: str = 'auto', *, device=None, wrap
         # counts supernet forwards for the "same module twice in one forward" rule
         supernet.register_forward_pre_hook(graph_set.next_forward)
     return names
+
+
+def graph_wrappers(network: nn.Module) -> list[CudaGraphModule]:
+    """The :class:`CudaGraphModule` wrappers installed in ``network``, in module order."""
+    return [m.__dict__['forward'] for m in network.modules() if isinstance(m.__dict__.get('forward'), CudaGraphModule)]
+
+
+def release_graphs(network: nn.Module) -> int:
+    """Drop every captured graph of ``network`` (and of the rest of each wrapper's graph set).
+
+    The wrappers stay installed and capture again at their next CUDA call. Called when Lightning
+    tears a fit/validate/test down: it moves the network to the CPU (new storage when it comes
+    back) and frees cuBLAS's workspaces, so those graphs could never replay safely; dropping them
+    also returns their memory. Returns the number of wrappers that had graphs.
+    """
+    sets = {id(w.graph_set): w.graph_set for w in graph_wrappers(network)}
+    return sum(graph_set.release() for graph_set in sets.values())
