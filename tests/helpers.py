@@ -39,3 +39,11 @@ def write_png(path, size, color, mode="RGB"):
     """Write a solid-colour image of ``size`` (w, h) to ``path``, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)
+
+
+def run_captured(main, argv, capsys):
+    """Call a command's ``main(argv)`` in-process; return (status, stdout, stderr)."""
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err

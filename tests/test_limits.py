@@ -45,6 +45,7 @@ from nni_enas.search.controller import ReinforceController  # noqa: E402
 from nni_enas.limits import FLAG_RANGES  # noqa: E402
 from nni_enas.spaces.macro import MacroSpace  # noqa: E402
 from nni_enas.spaces.micro import MicroSpace  # noqa: E402
+from helpers import run_captured  # noqa: E402
 
 SEARCH_TINY = ['--search-for', 'macro', '--dataset', 'synthetic', '--synthetic-size', '48', '--layers', '2',
                '--channels', '4', '--batch-size', '16', '--ctrl-steps', '1', '--ctrl-steps-aggregate', '2',
@@ -54,11 +55,7 @@ RETRAIN_TINY = ['--arc', 'paper-micro', '--dataset', 'synthetic', '--synthetic-s
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def call(main, argv, capsys):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
+call = run_captured
 
 
 def one_error_line(err: str) -> str:

@@ -24,6 +24,7 @@ from nni_enas.run import control as runcontrol  # noqa: E402
 from nni_enas.run import folder as runfolder  # noqa: E402
 from nni_enas.run.checkpoints import AtomicCheckpointIO  # noqa: E402
 from nni_enas.files import atomic_write, write_json_atomic  # noqa: E402
+from helpers import run_captured  # noqa: E402
 
 TINY = ['--dataset', 'synthetic', '--synthetic-size', '32', '--layers', '2', '--channels', '4', '--batch-size', '8',
         '--ctrl-steps', '1', '--ctrl-steps-aggregate', '2', '--num-candidates', '2', '--device', 'cpu',
@@ -31,11 +32,7 @@ TINY = ['--dataset', 'synthetic', '--synthetic-size', '32', '--layers', '2', '--
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def run(main, argv, capsys):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
+run = run_captured
 
 
 def one_error_line(err):

@@ -46,6 +46,18 @@ def total_replays(module):
     return sum(w.replays for w in wrappers(module))
 
 
+def count_replays(monkeypatch, replays):
+    """Add each ENAS phase's graph replays to ``replays[phase]`` (PHASES: method -> phase)."""
+    for name, phase in PHASES.items():
+        def counted(self, *a, _method=getattr(EnasModule, name), _phase=phase, **k):
+            before = total_replays(self.model)
+            try:
+                return _method(self, *a, **k)
+            finally:
+                replays[_phase] += total_replays(self.model) - before
+        monkeypatch.setattr(EnasModule, name, counted)
+
+
 def images(n, seed):
     g = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
@@ -66,14 +78,7 @@ def search(which, tmp_path, monkeypatch, graphed):
             # what on_fit_start would do on a CUDA device, with the CPU stand-in as the wrapper
             m.setattr(nni_enas.search.enas, 'graph_supernet', lambda supernet, mode, device=None:
                       graph_supernet(supernet, mode, device='cuda', wrapper=CpuGraphModule))
-        for name, phase in PHASES.items():
-            def counted(self, *a, _method=getattr(EnasModule, name), _phase=phase, **k):
-                before = total_replays(self.model)
-                try:
-                    return _method(self, *a, **k)
-                finally:
-                    replays[_phase] += total_replays(self.model) - before
-            m.setattr(EnasModule, name, counted)
+        count_replays(m, replays)
 
         torch.manual_seed(0)
         space = cls(**args)
@@ -169,14 +174,7 @@ def test_gpu_tiny_search_with_graphs_matches_eager(tmp_path, monkeypatch):
     for mode in ('off', 'auto'):
         replays = dict.fromkeys(PHASES.values(), 0)
         with monkeypatch.context() as m:
-            for name, phase in PHASES.items():
-                def counted(self, *a, _method=getattr(EnasModule, name), _phase=phase, **k):
-                    before = total_replays(self.model)
-                    try:
-                        return _method(self, *a, **k)
-                    finally:
-                        replays[_phase] += total_replays(self.model) - before
-                m.setattr(EnasModule, name, counted)
+            count_replays(m, replays)
             torch.manual_seed(0)
             space = MacroSpace(num_layers=4, channels=8, dropout=0.0)
             # 200 training images in batches of 32: the last batch (8) runs eagerly
