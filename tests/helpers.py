@@ -39,3 +39,76 @@ def write_png(path, size, color, mode="RGB"):
     """Write a solid-colour image of ``size`` (w, h) to ``path``, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)
+
+
+# --------------------------------------------------------------------------------------------
+# language models: a small stand-in network with the recurrent space's forward contract
+# --------------------------------------------------------------------------------------------
+
+from typing import NamedTuple  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    states: torch.Tensor
+
+
+class TinyLM(nn.Module):
+    """A one-layer tanh RNN with a tied decoder and ``forward(tokens, hidden=None) -> (logits, hidden, states)``.
+
+    It records every call: ``calls`` holds ``(hidden it started from or None, hidden it returned,
+    training flag)``, so tests can follow the state from window to window.
+    """
+
+    def __init__(self, vocab=7, hidden=6, dropout=0.0, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = nn.Embedding(vocab, hidden)
+        self.cell = nn.Linear(2 * hidden, hidden, bias=False)
+        self.dropout = dropout
+        self.calls = []
+
+    def forward(self, tokens, hidden=None):
+        batch, steps = tokens.shape
+        h = tokens.new_zeros(batch, self.emb.embedding_dim, dtype=torch.float) if hidden is None else hidden
+        x = self.emb(tokens)
+        if self.training and self.dropout:
+            x = F.dropout(x, self.dropout)
+        states = []
+        for t in range(steps):
+            h = torch.tanh(self.cell(torch.cat([x[:, t], h], 1)))
+            states.append(h)
+        states = torch.stack(states, 1)
+        self.calls.append((None if hidden is None else hidden.detach().clone(), h.detach().clone(), self.training))
+        return LMOutput(states @ self.emb.weight.t(), h, states)
+
+
+class Windows:
+    """A list of windows Lightning takes as one loader (a plain list would be a list of loaders)."""
+
+    def __init__(self, windows):
+        self.windows = list(windows)
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __iter__(self):
+        return iter(self.windows)
+
+    def __getitem__(self, i):
+        return self.windows[i]
+
+
+def text_windows(stream, batch_size, bptt):
+    """Consecutive ``(x, y)`` windows of a 1-D id stream batched row-contiguously (the LM layout)."""
+    rows = stream[:len(stream) // batch_size * batch_size].reshape(batch_size, -1)
+    windows = []
+    for i in range(0, rows.shape[1] - 1, bptt):
+        n = min(bptt, rows.shape[1] - 1 - i)
+        windows.append((rows[:, i:i + n], rows[:, i + 1:i + 1 + n]))
+    return Windows(windows)
