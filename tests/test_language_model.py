@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from helpers import TinyLM, Windows, text_windows
 from nni_enas.training.averaging import NonMonotoneTrigger, WeightAverage
 from nni_enas.training.classification import NonFiniteLossError
-from nni_enas.training.language_model import (LanguageModelTraining, PerplexityReward, RandomOrder,
-                                              activation_l2, cross_entropy, evaluate_perplexity,
-                                              slowness_penalty)
+from nni_enas.training.language_data import RandomOrder
+from nni_enas.training.language_model import (LanguageModelTraining, PerplexityReward, activation_l2,
+                                              cross_entropy, evaluate_perplexity, slowness_penalty)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -33,7 +33,7 @@ ENAS language-model code (enas_lm; ENAS_RNN_SPEC Part 1 and Part 2 3.2, 5.3):
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -43,7 +43,7 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni_enas.training.averaging import NonMonotoneTrigger, WeightAverage
 from nni_enas.training.classification import NonFiniteLossError
 
-__all__ = ['LanguageModelTraining', 'PerplexityReward', 'RandomOrder', 'cross_entropy', 'slowness_penalty',
+__all__ = ['LanguageModelTraining', 'PerplexityReward', 'cross_entropy', 'perplexity', 'slowness_penalty',
            'activation_l2', 'evaluate_perplexity']
 
 # Perplexities above this print as inf instead of overflowing (exp(700) is near float64's top).
@@ -90,28 +90,6 @@ class PerplexityReward:
 
     def __repr__(self) -> str:
         return f'PerplexityReward(c={self.c})'
-
-
-class RandomOrder:
-    """The windows of an iterable, served in a new random order on every pass (the reward batches).
-
-    Rewards start from a zero state, so the windows' order does not matter to them; a random one
-    gives the export's scoring window(s) a random draw (the paper: "a minibatch sampled from the
-    validation set") and each controller phase other windows. The order comes from the global
-    torch generator, which the checkpoints keep: a resumed search draws the same windows.
-    """
-
-    def __init__(self, windows: Iterable):
-        self.windows = list(windows)
-        if not self.windows:
-            raise ValueError('no windows: the text is too short for one window')
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __iter__(self) -> Iterator:
-        for i in torch.randperm(len(self.windows)).tolist():
-            yield self.windows[i]
 
 
 @torch.no_grad()
@@ -214,8 +192,9 @@ class LanguageModelTraining(LightningModule):
             row = torch.stack([loss.detach().float() * y.numel(), loss.new_tensor(float(y.numel()))])
             self._sums = row if self._sums is None else self._sums + row
         self._step_in_epoch = batch_idx
-        self._check_finite(batch_idx)
-        if batch_idx + 1 >= self._epoch_steps():
+        last = self._last_step(batch_idx)
+        self._check_finite(batch_idx, force=last)
+        if last:
             self._log_epoch_means()
         return total
 
@@ -238,14 +217,18 @@ class LanguageModelTraining(LightningModule):
         if self.trigger.fired:
             self.average.update(self.model)
 
-    def _epoch_steps(self) -> float:
-        return self.trainer.num_training_batches if self._trainer is not None else float('inf')
+    def _last_step(self, step: int) -> bool:
+        """Whether this is the epoch's last window (also for training windows without a length)."""
+        if self._trainer is None:
+            return False
+        trainer = self.trainer
+        return step + 1 >= trainer.num_training_batches or bool(getattr(trainer, 'is_last_batch', False))
 
     def _check_finite(self, step: int, force: bool = False) -> None:
         """Raise :class:`NonFiniteLossError` if a loss since the last check was NaN/inf (a read every few steps)."""
         if self.nonfinite_check_every is None or self._sums is None:
             return
-        if not (force or (step + 1) % self.nonfinite_check_every == 0 or step + 1 >= self._epoch_steps()):
+        if not (force or (step + 1) % self.nonfinite_check_every == 0):
             return
         if not bool(torch.isfinite(self._sums[0])):
             raise NonFiniteLossError(f'the training loss became nan/inf at epoch {self.current_epoch}, '
