@@ -505,7 +505,8 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
     params = count_parameters(net)
     module = LanguageModelTraining(lr=args.lr, bptt=args.bptt, weight_decay=args.weight_decay,
                                    slowness=args.slowness, activation_l2=args.activation_l2,
-                                   weight_averaging=args.weight_averaging, averaging_patience=args.averaging_patience)
+                                   weight_averaging=args.weight_averaging, averaging_patience=args.averaging_patience,
+                                   cuda_graphs=args.cuda_graphs)
     module.set_model(net)
     monitor = TextRetrainMonitor(data.train_tokens, args.lr)
     bar = runcontrol.want_progress_bar(args.progress_bar)

@@ -71,6 +71,7 @@ class TinyLM(nn.Module):
         self.emb = nn.Embedding(vocab, hidden)
         self.cell = nn.Linear(2 * hidden, hidden, bias=False)
         self.dropout = dropout
+        self.hidden_size = hidden
         self.calls = []
 
     def forward(self, tokens, hidden=None):
@@ -112,3 +113,28 @@ def text_windows(stream, batch_size, bptt):
         n = min(bptt, rows.shape[1] - 1 - i)
         windows.append((rows[:, i:i + n], rows[:, i + 1:i + 1 + n]))
     return Windows(windows)
+
+
+def ptb_like_lines(n, seed=0):
+    """``n`` lower-case sentences of a small grammar, PTB-style (space-separated, no punctuation)."""
+    import random
+    rng = random.Random(seed)
+    return [f'{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}{rng.choice(_TAILS)}'
+            for _ in range(n)]
+
+
+_SUBJECTS = ['the cat', 'a dog', 'the market', 'the company', 'a trader']
+_VERBS = ['sees', 'buys', 'sells', 'likes', 'moves']
+_OBJECTS = ['the shares', 'a house', 'the bonds', 'n dollars', 'the <unk>']
+_TAILS = ['', ' today', ' in new york', ' again']
+#: one line holding every word of the grammar (first in train.txt, so no valid/test word is unknown)
+ALL_WORDS_LINE = ' '.join(_SUBJECTS + _VERBS + _OBJECTS + _TAILS[1:])
+
+
+def write_text_folder(folder, train=60, valid=20, test=20, seed=0):
+    """``train.txt``, ``valid.txt`` and ``test.txt`` of PTB-like lines (the text-folder layout); returns folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, n) in enumerate((('train', train), ('valid', valid), ('test', test))):
+        lines = ([ALL_WORDS_LINE] if name == 'train' else []) + ptb_like_lines(n, seed=seed + i)
+        (folder / f'{name}.txt').write_text(''.join(f' {line} \n' for line in lines))
+    return folder

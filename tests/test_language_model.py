@@ -224,3 +224,55 @@ def test_nonfinite_loss_stops_training():
         net.cell.weight.fill_(float('nan'))
     with pytest.raises(NonFiniteLossError, match='nan/inf'):
         fit(module, text_windows(stream(), 3, 5), epochs=1)
+
+
+class StandInGraph:
+    """A CPU stand-in for a CUDA graph of one window length: runs the network, counts its calls."""
+
+    made = []
+
+    def __init__(self, net):
+        self.net, self.shapes = net, []
+        StandInGraph.made.append(self)
+
+    def __call__(self, tokens, hidden):
+        self.shapes.append(tuple(tokens.shape))
+        return self.net(tokens, hidden)
+
+
+def test_window_graphs_pad_to_a_bucket_and_give_the_unpadded_results():
+    from nni_enas.training.window_graphs import WindowGraphs, padded_length
+    assert [padded_length(t, 8) for t in (1, 8, 9, 35, 55)] == [8, 8, 16, 40, 56]
+    StandInGraph.made.clear()
+    net = TinyLM(seed=3)
+    graphs = WindowGraphs(net, bucket=8, wrapper=StandInGraph)
+    x = torch.randint(0, 7, (2, 11))
+    y = torch.randint(0, 7, (2, 11))
+    h0 = torch.randn(2, 6) * 0.1
+    padded = graphs(x, h0)
+    plain = net(x, h0)
+    assert torch.allclose(padded.logits, plain.logits, atol=1e-6) and torch.allclose(padded.hidden, plain.hidden, atol=1e-6)
+    assert padded.states.shape == (2, 11, 6) and StandInGraph.made[0].shapes == [(2, 16)]
+    # the gradients of the loss are those of the unpadded window (the padded steps add zero)
+    grads = []
+    for out in (graphs(x, h0), net(x, h0)):
+        net.zero_grad()
+        cross_entropy(out.logits, y).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    graphs(x[:, :16].repeat(1, 2)[:, :16], None)                  # 16 steps: the same graph, a zero state
+    graphs(x[:, :3], None)                                         # 3 steps: graph of 8
+    assert sorted(graphs.graphs) == [8, 16] and len(StandInGraph.made) == 2
+
+
+def test_recipe_uses_window_graphs_only_for_a_fixed_network_on_cuda():
+    module = recipe(TinyLM())
+    assert not module.enable_cuda_graphs(device='cpu')            # CPU: eager
+    assert module.enable_cuda_graphs(device='cuda', wrapper=StandInGraph)
+    windows = text_windows(stream(), 3, 5)
+    StandInGraph.made.clear()
+    loss = module.training_step(windows[0], 0)
+    assert StandInGraph.made and torch.isfinite(loss)
+    assert not recipe(TinyLM(), cuda_graphs='off').enable_cuda_graphs(device='cuda')
+    with pytest.raises(ValueError):
+        LanguageModelTraining(cuda_graphs='on')

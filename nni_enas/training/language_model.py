@@ -27,7 +27,9 @@ ENAS language-model code (enas_lm; ENAS_RNN_SPEC Part 1 and Part 2 3.2, 5.3):
   and validation and test use it;
 * the controller's reward (:class:`PerplexityReward`): ``80 / perplexity`` of the cell on one
   validation window from a zero state without dropout: the ENAS module calls :meth:`forward` in
-  eval mode, and :meth:`forward` always starts from a zero state.
+  eval mode, and :meth:`forward` always starts from a zero state;
+* on CUDA a fixed network (retraining) runs each window as a CUDA graph of its padded length
+  (:mod:`nni_enas.training.window_graphs`); the search's cells change every step and stay eager.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule
 
 from nni_enas.training.averaging import NonMonotoneTrigger, WeightAverage
 from nni_enas.training.classification import NonFiniteLossError
+from nni_enas.training.cuda_graphs import _holds_choice, use_cuda_graphs
+from nni_enas.training.window_graphs import WindowGraphs
 
 __all__ = ['LanguageModelTraining', 'PerplexityReward', 'cross_entropy', 'perplexity', 'slowness_penalty',
            'activation_l2', 'evaluate_perplexity']
@@ -136,6 +140,9 @@ class LanguageModelTraining(LightningModule):
         Evaluate with NT-ASGD's averaged weights once the validation perplexity stalls (final training).
     averaging_patience
         Epochs of the trigger (:class:`~nni_enas.training.averaging.NonMonotoneTrigger`; enas_lm: 10).
+    cuda_graphs
+        ``'auto'``: on a CUDA device, a fixed network's windows run as CUDA graphs
+        (:class:`~nni_enas.training.window_graphs.WindowGraphs`); ``'off'``: plain eager PyTorch.
 
     Attributes
     ----------
@@ -146,10 +153,14 @@ class LanguageModelTraining(LightningModule):
     nonfinite_check_every: int | None = 25
 
     def __init__(self, *, lr: float = 20.0, bptt: int = 35, weight_decay: float = 0.0, slowness: float = 0.0,
-                 activation_l2: float = 0.0, weight_averaging: bool = False, averaging_patience: int = 10):
+                 activation_l2: float = 0.0, weight_averaging: bool = False, averaging_patience: int = 10,
+                 cuda_graphs: str = 'auto'):
         super().__init__()
         if lr <= 0 or bptt < 1:
             raise ValueError(f'lr must be positive and bptt at least 1, got lr={lr}, bptt={bptt}')
+        use_cuda_graphs(cuda_graphs, None)        # ValueError now on a bad mode, not at fit time
+        self.cuda_graphs = cuda_graphs
+        self.window_graphs: WindowGraphs | None = None
         self.lr, self.bptt = lr, bptt
         self.weight_decay, self.slowness, self.activation_l2 = weight_decay, slowness, activation_l2
         self.weight_averaging = weight_averaging
@@ -170,6 +181,23 @@ class LanguageModelTraining(LightningModule):
         """Logits of ``tokens`` from a zero state: what the reward and the export score."""
         return self.model(tokens, None).logits
 
+    def on_fit_start(self):
+        self.enable_cuda_graphs()
+
+    def enable_cuda_graphs(self, device=None, wrapper=None) -> bool:
+        """Run a fixed network's windows as CUDA graphs when ``cuda_graphs`` and the device allow it.
+
+        ``device`` defaults to the module's; ``wrapper`` is for CPU stand-in tests. A supernet (the
+        search) is left eager: its cell changes at every step.
+        """
+        device = self.device if device is None else device
+        if self.window_graphs is None and use_cuda_graphs(self.cuda_graphs, device) and not _holds_choice(self.model):
+            self.window_graphs = WindowGraphs(self.model, wrapper=wrapper)
+        return self.window_graphs is not None
+
+    def _run(self, x: torch.Tensor, hidden: torch.Tensor | None):
+        return self.model(x, hidden) if self.window_graphs is None else self.window_graphs(x, hidden)
+
     def _carried(self, state: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """The state to start ``x`` from: the carried one if it fits the batch, else zero (None)."""
         return state if state is not None and state.shape[0] == x.shape[0] else None
@@ -183,7 +211,7 @@ class LanguageModelTraining(LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        out = self.model(x, self._carried(self._hidden, x))
+        out = self._run(x, self._carried(self._hidden, x))
         self._hidden = out.hidden.detach()
         loss = cross_entropy(out.logits, y)
         total = loss + self.regularisation(out.states)
@@ -264,7 +292,7 @@ class LanguageModelTraining(LightningModule):
 
     def _eval_step(self, batch) -> None:
         x, y = batch
-        out = self.model(x, self._carried(self._eval_hidden, x))
+        out = self._run(x, self._carried(self._eval_hidden, x))
         self._eval_hidden = out.hidden
         row = torch.stack([cross_entropy(out.logits, y) * y.numel(), out.logits.new_tensor(float(y.numel()))])
         self._eval_sums = row if self._eval_sums is None else self._eval_sums + row
