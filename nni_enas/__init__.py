@@ -12,7 +12,8 @@ from nni_enas.search.enas import Enas, EnasModule  # noqa: E402
 from nni_enas.search.export import ArchitectureExport, EpochExport, write_exported  # noqa: E402
 from nni_enas.spaces.macro import MacroSpace  # noqa: E402
 from nni_enas.spaces.micro import MicroSpace  # noqa: E402
+from nni_enas.spaces.recurrent import RecurrentSpace  # noqa: E402
 from nni_enas.search.trainer import EnasTrainer  # noqa: E402
 
-__all__ = ['MacroSpace', 'MicroSpace', 'ReinforceController', 'EnasTrainer', 'Enas', 'EnasModule',
+__all__ = ['MacroSpace', 'MicroSpace', 'RecurrentSpace', 'ReinforceController', 'EnasTrainer', 'Enas', 'EnasModule',
            'ArchitectureExport', 'EpochExport', 'write_exported', 'load_architecture', 'save_architecture']

@@ -10,9 +10,11 @@ A file looks like::
       "provenance": {"nni": "3.0", "nni_enas": "0.1.0", "epoch": 150, "reward": 0.71, ...}
     }
 
-``arch`` is exactly what NNI's ``space.freeze(arch)`` takes. The published architectures ship as
-``paper-macro`` and ``paper-micro`` (files in ``nni_enas/architectures/``, made from the TF
-scripts' arcs in :mod:`nni_enas.paper`).
+``arch`` is exactly what NNI's ``space.freeze(arch)`` takes. A recurrent-cell record (space
+``rnn``) may also carry ``"vocabulary"``: its ``vocab_size`` words, word id = index, so that
+retraining maps words exactly as the search did. The published architectures ship as
+``paper-macro``, ``paper-micro`` and ``paper-rnn`` (files in ``nni_enas/architectures/``, made
+from the TF scripts' arcs in :mod:`nni_enas.paper`).
 
 One way from a file to a network: :func:`load_architecture` reads and validates it (once),
 :func:`build_network` builds the fixed network it describes, at the file's widths or others.
@@ -33,14 +35,15 @@ from nni.nas.space import model_context
 from nni_enas.files import write_json_atomic
 from nni_enas.spaces.macro import MacroSpace
 from nni_enas.spaces.micro import MicroSpace
+from nni_enas.spaces.recurrent import RecurrentSpace, fixed_parameter_count
 
 __all__ = ['FORMAT', 'SPACES', 'ArchitectureError', 'architecture_record', 'save_architecture',
            'load_architecture', 'architecture_path', 'build_space', 'build_network', 'check_arch', 'check_record',
-           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'MAX_PARAMETERS', 'estimate_parameters',
-           'count_parameters']
+           'write_json_atomic', 'SHIPPED_DIR', 'SPACE_ARG_RANGES', 'RNN_ARG_RANGES', 'MAX_PARAMETERS',
+           'estimate_parameters', 'count_parameters']
 
 FORMAT = 'nni-enas/1'
-SPACES = {'macro': MacroSpace, 'micro': MicroSpace}
+SPACES = {'macro': MacroSpace, 'micro': MicroSpace, 'rnn': RecurrentSpace}
 SHIPPED_DIR = Path(__file__).parent / 'architectures'
 # What a file may ask for: (type, lowest, highest). Far beyond the paper's (24 layers, 5 nodes,
 # 96 channels), and low enough that a typo (1e9 layers) is refused instead of eating memory.
@@ -48,24 +51,33 @@ SPACE_ARG_RANGES = {
     'num_layers': (int, 1, 100), 'num_nodes': (int, 1, 16), 'channels': (int, 2, 1024),
     'num_classes': (int, 1, 100_000), 'dropout': (float, 0.0, 0.999), 'drop_path_prob': (float, 0.0, 0.999),
 }
+# The recurrent cell's (the paper: 12 nodes, hidden 200 in search, 800 final, 10k words; WikiText-2
+# has 33k). The parameter ceiling (MAX_PARAMETERS) refuses the sizes these allow but memory does not.
+RNN_ARG_RANGES = {
+    'vocab_size': (int, 1, 10_000_000), 'num_nodes': (int, 1, 64), 'hidden_size': (int, 1, 65_536),
+    **{f'dropout_{k}': (float, 0.0, 0.999) for k in 'eixho'},
+}
+_ARG_RANGES = {'macro': SPACE_ARG_RANGES, 'micro': SPACE_ARG_RANGES, 'rnn': RNN_ARG_RANGES}
+# The narrowest arguments with the same labels: what validating an architecture builds.
+_NARROW_ARGS = {'macro': {'channels': 2}, 'micro': {'channels': 2}, 'rnn': {'hidden_size': 1, 'vocab_size': 1}}
 
 
 class ArchitectureError(ValueError):
     """An architecture file that cannot be used; the message names every problem."""
 
 
-def architecture_record(space, arch: dict[str, Any], **provenance) -> dict[str, Any]:
-    """The exported record of ``arch`` in ``space`` (a :class:`MacroSpace` or :class:`MicroSpace`)."""
+def architecture_record(space, arch: dict[str, Any], *, vocabulary: list[str] | None = None,
+                        **provenance) -> dict[str, Any]:
+    """The exported record of ``arch`` in ``space`` (one of :data:`SPACES`), with the recurrent
+    space's ``vocabulary`` (word id = index) when given."""
     import nni
 
     from . import __version__
-    return {
-        'format': FORMAT,
-        'space': space.name,
-        'space_args': dict(space.args),
-        'arch': dict(arch),
-        'provenance': {'nni': nni.__version__, 'nni_enas': __version__, **provenance},
-    }
+    record = {'format': FORMAT, 'space': space.name, 'space_args': dict(space.args), 'arch': dict(arch)}
+    if vocabulary is not None:
+        record['vocabulary'] = list(vocabulary)
+    record['provenance'] = {'nni': nni.__version__, 'nni_enas': __version__, **provenance}
+    return record
 
 
 def save_architecture(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -131,10 +143,13 @@ MAX_PARAMETERS = 10**9     # 4 GB of float32 weights: a typo in a file, not a ne
 def estimate_parameters(record: dict[str, Any], **space_overrides) -> int:
     """The parameters of ``build_network(record, **space_overrides)``, without building it at its width.
 
-    Every weight of our networks is a product of at most two widths proportional to ``channels``
+    A recurrent cell's count is a formula of its sizes (:func:`~nni_enas.spaces.recurrent.fixed_parameter_count`).
+    Every weight of our CNNs is a product of at most two widths proportional to ``channels``
     (convolutions), one (BatchNorm, classifier) or none, so the count is a quadratic in
     ``channels``: three narrow networks (2, 4 and 6 channels) give it exactly.
     """
+    if record['space'] == 'rnn':
+        return fixed_parameter_count(**{**record.get('space_args', {}), **space_overrides})
     counts = [count_parameters(build_network(record, **{**space_overrides, 'channels': w})) for w in (2, 4, 6)]
     a = (counts[2] - 2 * counts[1] + counts[0]) / 8
     b = (counts[1] - counts[0] - 12 * a) / 2
@@ -148,13 +163,15 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_parameters: int) -> str | None:
-    args = {**record.get('space_args', {}), **overrides}
+def _cnn_bound(args: dict[str, Any]) -> int:
+    """A generous bound on a CNN's parameters (widths quadruple over the stages, macro merges grow with depth)."""
     c, layers = args.get('channels', 2), args.get('num_layers', 1)
-    # A generous bound first (widths quadruple over the stages, macro merges grow with depth):
-    # files at sane sizes skip the estimate's three narrow builds.
-    bound = 100 * layers * args.get('num_nodes', 1) * (4 * c) ** 2 + 8 * c * args.get('num_classes', 10) + 10**6
-    if bound <= max_parameters:
+    return 100 * layers * args.get('num_nodes', 1) * (4 * c) ** 2 + 8 * c * args.get('num_classes', 10) + 10**6
+
+
+def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_parameters: int) -> str | None:
+    # CNN files at sane sizes skip the estimate's three narrow builds; a recurrent cell's is a formula.
+    if record['space'] != 'rnn' and _cnn_bound({**record.get('space_args', {}), **overrides}) <= max_parameters:
         return None
     estimate = estimate_parameters(record, **overrides)
     if estimate > max_parameters:
@@ -162,9 +179,9 @@ def _size_problem(record: dict[str, Any], overrides: dict[str, Any], max_paramet
     return None
 
 
-def _range_problems(args: dict[str, Any]) -> list[str]:
+def _range_problems(space: str, args: dict[str, Any]) -> list[str]:
     problems = []
-    for key, (kind, low, high) in SPACE_ARG_RANGES.items():
+    for key, (kind, low, high) in _ARG_RANGES[space].items():
         if key not in args:
             continue
         value = args[key]
@@ -172,6 +189,26 @@ def _range_problems(args: dict[str, Any]) -> list[str]:
         if isinstance(value, bool) or not ok_type or not low <= value <= high:
             what = 'an integer' if kind is int else 'a number'
             problems.append(f'{key} must be {what} from {low} to {high}, got {value!r}')
+    return problems
+
+
+def _vocabulary_problems(record: dict[str, Any], args: dict[str, Any]) -> list[str]:
+    """A record's vocabulary: a list of distinct words, one per word id (``vocab_size`` of them)."""
+    words = record['vocabulary']
+    if record['space'] != 'rnn':
+        return [f'"vocabulary" belongs to the rnn space, not to {record["space"]!r}']
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return ['"vocabulary" must be a list of words (strings)']
+    problems = []
+    size = args.get('vocab_size')
+    if size is None:      # our exports always write it; a default would be a guess
+        problems.append('"vocabulary" needs "vocab_size" in "space_args"')
+    elif len(words) != size:
+        problems.append(f'"vocabulary" has {len(words)} words but vocab_size is {size}')
+    seen: set[str] = set()
+    repeated = [w for w in words if w in seen or seen.add(w)]
+    if repeated:
+        problems.append(f'"vocabulary" repeats {len(repeated)} word(s), e.g. {repeated[0]!r}')
     return problems
 
 
@@ -193,16 +230,19 @@ def check_record(record: Any, where: str = 'architecture', *, max_parameters: in
         problems.append('no "arch" object')
     if not problems:
         # the file's own values too: a file asking for 0 channels is broken even where a flag overrides it
-        problems += [f'bad space_args: {p}'
-                     for p in dict.fromkeys(_range_problems(args) + _range_problems({**args, **overrides}))]
+        name = record['space']
+        problems += [f'bad space_args: {p}' for p in dict.fromkeys(
+            _range_problems(name, args) + _range_problems(name, {**args, **overrides}))]
     if not problems:
         try:
             # The labels do not depend on the width: validate on a narrow copy of the space (fast).
-            space = build_space(record, **{**overrides, 'channels': 2})
+            space = build_space(record, **{**overrides, **_NARROW_ARGS[record['space']]})
         except (TypeError, ValueError) as e:
             problems.append(f'bad space_args: {e}')
         else:
             problems += check_arch(space, record['arch'])
+        if 'vocabulary' in record:
+            problems += _vocabulary_problems(record, {**args, **overrides})
     if not problems and max_parameters is not None:
         problems += filter(None, [_size_problem(record, overrides, max_parameters)])
     if problems:

@@ -4,16 +4,16 @@
 overridden on the command line; this table is the one place they are written down
 (``SEARCH_FLAGS`` / ``FINAL_FLAGS`` say what each means: the commands' flags and help come from
 them). The published final architectures as the official TF scripts write them
-(``TF_MACRO_FINAL_ARC``, ``TF_MICRO_FINAL_ARC``) and their conversion to our labels
-(:func:`macro_arch_from_tf`, :func:`micro_arch_from_tf`) are how
-``nni_enas/architectures/paper-{macro,micro}.json`` were made.
+(``TF_MACRO_FINAL_ARC``, ``TF_MICRO_FINAL_ARC``, ``TF_RNN_FINAL_ARC``) and their conversion to our
+labels (:func:`macro_arch_from_tf`, :func:`micro_arch_from_tf`, :func:`rnn_arch_from_tf`) are how
+``nni_enas/architectures/paper-{macro,micro,rnn}.json`` were made.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS
+from nni_enas.spaces.ops import MACRO_OPS, MICRO_OPS, RNN_ACTIVATIONS
 
 SEARCH = {
     'macro': dict(
@@ -214,6 +214,11 @@ TF_MICRO_FINAL_ARC = {
 }
 
 
+# scripts/ptb_final.sh (ENAS_RNN_SPEC 5.1): node 0's activation, then (previous node, activation)
+# for nodes 1..11, activations in TF0's codes (our RNN_ACTIVATIONS order).
+TF_RNN_FINAL_ARC = '0  0 0  1 1  2 1  2 0  2 0  5 1  1 0  6 1  8 1  8 1  8 1'
+
+
 def _ints(tokens: str | list[int]) -> list[int]:
     return [int(t) for t in tokens.split()] if isinstance(tokens, str) else [int(t) for t in tokens]
 
@@ -258,4 +263,27 @@ def micro_arch_from_tf(normal: str | list[int], reduce: str | list[int]) -> dict
                     raise ValueError(f'micro {cell} node {node}: input {index} / op {op} out of range')
                 arch[f'{cell}/node_{node}/input_{slot}'] = [index]
                 arch[f'{cell}/node_{node}/op_{slot}'] = MICRO_OPS[op]
+    return arch
+
+
+def rnn_arch_from_tf(tokens: str | list[int]) -> dict[str, Any]:
+    """Our recurrent-cell labels for a TF0 PTB ``fixed_arc`` (ENAS_RNN_SPEC 5.1).
+
+    Token 0 is node 0's activation; node j >= 1 reads tokens ``2j - 1`` (its previous node) and
+    ``2j`` (its activation). Activation codes are TF0's (0 tanh, 1 ReLU, 2 identity, 3 sigmoid), the
+    order of :data:`~nni_enas.spaces.ops.RNN_ACTIVATIONS`; enas_lm's arcs (identity and sigmoid
+    swapped, node 0 fixed to tanh) do not convert with this function.
+    """
+    values = _ints(tokens)
+    if not values or len(values) % 2 != 1:
+        raise ValueError(f'an rnn arc has 1 + 2 tokens per node after node 0, got {len(values)} tokens')
+    if not 0 <= values[0] < len(RNN_ACTIVATIONS):
+        raise ValueError(f'rnn arc node 0: activation {values[0]} out of range')
+    arch: dict[str, Any] = {'node_0/act': RNN_ACTIVATIONS[values[0]]}
+    for node in range(1, (len(values) + 1) // 2):
+        prev, act = values[2 * node - 1], values[2 * node]
+        if not 0 <= prev < node or not 0 <= act < len(RNN_ACTIVATIONS):
+            raise ValueError(f'rnn arc node {node}: previous node {prev} / activation {act} out of range')
+        arch[f'node_{node}/prev'] = prev
+        arch[f'node_{node}/act'] = RNN_ACTIVATIONS[act]
     return arch

@@ -27,6 +27,12 @@ kind and size: the controller never guesses which earlier decision an input cand
 The declaration is read from the space's class, so it survives NNI's one-shot mutation
 (``Enas().mutate_model(space)`` keeps the top-level ``ModelSpace``).
 
+A space may also declare ``index_choices``: names (the label's last part, e.g. ``prev``) of
+``Categorical`` choices whose values 0..n-1 are the indices of the group's leading inputs and earlier
+units, as the recurrent cell's ``node_{j}/prev`` picks one of nodes 0..j-1. The controller takes
+such a choice as an input decision (attention in a declared group) whose value is the index itself,
+not a one-element list.
+
 Inactive decisions: where NNI's modules say that a decision only matters in some architectures,
 a decision inactive in a sampled architecture is still sampled (the architecture dict stays
 complete for ``freeze``) but leaves no trace: its LSTM step is skipped for that architecture
@@ -61,6 +67,7 @@ class Decision:
     values: list         # candidate values, as NNI freezes them
     unit: str
     group: str
+    scalar: bool = False  # an input decision whose value is the index itself (a declared index choice)
     # When the decision is active: any of these occurrences, each a tuple of (mutable, test, value)
     # conditions that must all hold; empty: always active (see the module docstring).
     rules: list = field(default_factory=list)
@@ -76,9 +83,16 @@ class Decision:
 def decisions_of(space) -> list[Decision]:
     """The decisions of an NNI model space, in ``simplify()`` order, with their activity rules."""
     rules = activity_rules(space)
+    index_names = set(getattr(space, 'index_choices', ()) or ())
     result = []
     for label, mutable in space.simplify().items():
-        if isinstance(mutable, Categorical):
+        scalar = isinstance(mutable, Categorical) and label.rsplit('/', 1)[-1] in index_names
+        if scalar:
+            if list(mutable.values) != list(range(len(mutable.values))):
+                raise ValueError(f'{type(space).__name__} declares {label!r} an index choice, but its values '
+                                 f'{list(mutable.values)} are not 0..n-1')
+            kind = 'input'
+        elif isinstance(mutable, Categorical):
             kind = 'op'
         elif isinstance(mutable, CategoricalMultiple) and mutable.n_chosen in (1, None):
             kind = 'input' if mutable.n_chosen == 1 else 'skip'
@@ -87,7 +101,7 @@ def decisions_of(space) -> list[Decision]:
                             'and input choices with n_chosen 1 or None are supported')
         unit = label.rsplit('/', 1)[0] if '/' in label else label
         group = unit.rsplit('/', 1)[0] if '/' in unit else ''
-        result.append(Decision(label, kind, list(mutable.values), unit, group))
+        result.append(Decision(label, kind, list(mutable.values), unit, group, scalar=scalar))
     # Keep only the rules whose deciding labels come earlier in the walk (the module docstring).
     seen: set[str] = set()
     for d in result:
@@ -314,7 +328,7 @@ class ReinforceController(nn.Module):
             if d.kind == 'skip':
                 return torch.tensor([[v in arch[d.label] for v in d.values] for arch in archs], dtype=torch.float)
             if d.kind == 'input':
-                return torch.tensor([d.index(arch[d.label][0]) for arch in archs])
+                return torch.tensor([d.index(arch[d.label] if d.scalar else arch[d.label][0]) for arch in archs])
             return torch.tensor([d.index(arch[d.label]) for arch in archs])
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise ValueError(f'the architecture has no valid value for {d.label!r}') from exc
@@ -464,7 +478,7 @@ class _Walk:
             column = [d.values[i] for i in index.tolist()]
         else:
             nxt = values[self.rows, index] if values is not None else ctrl.input_emb[ctrl._head(d)].weight[index]
-            column = [[d.values[i]] for i in index.tolist()]
+            column = [d.values[i] if d.scalar else [d.values[i]] for i in index.tolist()]
         return lp, ent, nxt, column, p
 
     def decide(self, d):

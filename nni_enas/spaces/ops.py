@@ -1,8 +1,9 @@
-"""The candidate operations: one table for the macro space, the micro space and retraining.
+"""The candidate operations: one table for the macro space, the micro space, the recurrent cell and retraining.
 
-Every op name used anywhere (search, export files, retraining) comes from ``MACRO_OPS`` or
-``MICRO_OPS``; :func:`build_op` turns a name into a module. The op bodies follow the official
-TensorFlow code (ENAS_SPEC A.2 and B.1):
+Every op name used anywhere (search, export files, retraining) comes from ``MACRO_OPS``,
+``MICRO_OPS`` or ``RNN_ACTIVATIONS``; :func:`build_op` turns a CNN op name into a module,
+:func:`rnn_activation` a recurrent node's activation name into its function. The CNN op bodies
+follow the official TensorFlow code (ENAS_SPEC A.2 and B.1):
 
 * macro, search layout: 1x1 conv-BN-ReLU, then the k x k conv or separable conv with BN-ReLU, or
   a 3x3 pool (stride 1, no BN after it);
@@ -19,11 +20,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['MACRO_OPS', 'MICRO_OPS', 'build_op', 'FactorizedReduce', 'ReLUConvBN', 'init_weights']
+__all__ = ['MACRO_OPS', 'MICRO_OPS', 'RNN_ACTIVATIONS', 'build_op', 'rnn_activation', 'FactorizedReduce', 'ReLUConvBN',
+           'init_weights']
 
 # Index order is the TF code's, so that the published integer arcs convert by indexing.
 MACRO_OPS = ('conv_3x3', 'sep_conv_3x3', 'conv_5x5', 'sep_conv_5x5', 'avg_pool_3x3', 'max_pool_3x3')
 MICRO_OPS = ('sep_conv_3x3', 'sep_conv_5x5', 'avg_pool_3x3', 'max_pool_3x3', 'identity')
+# A recurrent node's activation, in TF0's order (0 tanh, 1 ReLU, 2 identity, 3 sigmoid: the shipped
+# arc's codes; enas_lm swaps identity and sigmoid, ENAS_RNN_SPEC 1.3).
+RNN_ACTIVATIONS = ('tanh', 'relu', 'identity', 'sigmoid')
+_RNN_FUNCTIONS = {'tanh': torch.tanh, 'relu': torch.relu, 'identity': lambda x: x, 'sigmoid': torch.sigmoid}
 
 
 def _kernel(name: str) -> int:
@@ -122,6 +128,13 @@ def build_op(name: str, c_in: int, c_out: int, *, space: str, stride: int = 1, f
             raise ValueError('micro ops keep the channel count')
         return _micro_op(name, c_in, stride)
     raise KeyError(f'unknown space {space!r}')
+
+
+def rnn_activation(name: str):
+    """The function of a recurrent node's activation ``name`` (one of :data:`RNN_ACTIVATIONS`)."""
+    if name not in _RNN_FUNCTIONS:
+        raise KeyError(f'unknown recurrent activation {name!r}; expected one of {RNN_ACTIVATIONS}')
+    return _RNN_FUNCTIONS[name]
 
 
 def init_weights(module: nn.Module) -> None:
