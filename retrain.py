@@ -59,7 +59,7 @@ from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
 from nni_enas.training.classification import ChildTraining, enas_sgd  # noqa: E402
 from nni_enas.training.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
 from nni_enas.data.text import Vocabulary  # noqa: E402
-from nni_enas.training.language_data import TextData, load_text_data, read_vocabulary  # noqa: E402
+from nni_enas.training.language_data import TextData, fit_epoch, load_text_data, read_vocabulary  # noqa: E402
 from nni_enas.training.language_model import LanguageModelTraining  # noqa: E402
 
 COMMAND = 'retrain.py'
@@ -526,6 +526,7 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
             + f'; {_epochs(args.epochs)} on {args.dataset} ({data.describe()}), {describe_device(device, 1)}; '
               f'run folder {run_dir}')
     windows = data.train_windows(args.bptt, seed=args.seed), data.windows('valid', args.bptt)
+    windows[0].epoch_of = fit_epoch(trainer)       # a resumed run draws the window lengths it would have
 
     def fit_and_test():
         trainer.fit(module, train_dataloaders=windows[0], val_dataloaders=windows[1],

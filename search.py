@@ -37,13 +37,13 @@ import torch.nn as nn
 from nni_enas.run import cli, nni_report
 from nni_enas.run import control as runcontrol
 from nni_enas.run import folder as runfolder
-from nni_enas.architecture import MAX_PARAMETERS, SPACES
+from nni_enas.architecture import MAX_PARAMETERS, RNN_ARG_RANGES, SPACES
 from nni_enas.data.images import BatchLoader, DataError, load_data
 from nni_enas.draw.search import SearchDrawings
 from nni_enas.search.export import ArchitectureExport
 from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
 from nni_enas.training.classification import accuracy, enas_sgd
-from nni_enas.training.language_data import (RandomOrder, TextData, load_text_data, read_vocabulary,
+from nni_enas.training.language_data import (RandomOrder, TextData, fit_epoch, load_text_data, read_vocabulary,
                                              supernet_parameters)
 from nni_enas.training.language_model import LanguageModelTraining, PerplexityReward
 from nni_enas.search.trainer import EnasTrainer
@@ -127,6 +127,11 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
                      'validation text)')
         cli.fill_data_defaults(args, text=args.search_for == 'rnn')
     cli.fill_paper_defaults(args, SEARCH[args.search_for], PAPER_KEYS)
+    if args.search_for == 'rnn':
+        for flag, key, value in (('--hidden-size', 'hidden_size', args.hidden_size), ('--nodes', 'num_nodes', args.nodes)):
+            high = RNN_ARG_RANGES[key][2]
+            if value > high:
+                cli.fail(f'{flag} {value}: the rnn space takes at most {high:,}')
     if args.lr_max is not None and args.lr_min > args.lr_max:
         cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
     return args, parser
@@ -357,6 +362,7 @@ def _rnn_trainer(args: argparse.Namespace, space, device, data: TextData, run_di
         batch_size=args.batch_size, workers=0, device=device.type, dataloaders=loaders, callbacks=callbacks,
         recipe=recipe, **_controller_settings(args),
         trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
+    loaders[0].epoch_of = fit_epoch(trainer.trainer)       # a resumed run draws the lengths it would have
     return trainer, stop
 
 

@@ -95,15 +95,19 @@ def test_enas_carries_the_state_across_child_steps_and_rewards_start_from_zero(t
     trainer.supernet.register_forward_hook(record)
     trainer.fit()
     child = [c for c in calls if c[1]]                       # training steps (grad on)
-    per_epoch = len(child) // 2
-    assert per_epoch == len(list(data.train_windows(6, seed=0))) >= 3
+    windows = data.train_windows(6, seed=0)
+    counts = []
+    for epoch in range(2):                                   # each epoch's random window lengths
+        windows.sampler.set_epoch(epoch)
+        counts.append(len(list(windows)))
+    assert len(child) == sum(counts) and counts[0] != counts[1]
     for epoch in range(2):
-        steps = child[epoch * per_epoch:(epoch + 1) * per_epoch]
+        steps = child[counts[0] * epoch:counts[0] * epoch + counts[epoch]]
         assert steps[0][2] is None                          # zero state at the epoch's start
         for before, after in zip(steps, steps[1:]):
             assert after[0] and torch.equal(after[2], before[3])    # carried, though the cell changed
     rewards = [c for c in calls if not c[1]]
-    assert len(rewards) == 2 * (2 * 2 + 2)                   # per epoch: 2 updates x 2 samples + 2 candidates
+    assert len(rewards) == 2 * 2 * 2                         # per epoch: 2 updates x 2 samples (no export here)
     assert all(not training and hidden is None for training, _, hidden, _ in rewards)   # zero state, no dropout
 
 
@@ -238,7 +242,7 @@ def test_help_gives_the_rnn_defaults(capsys):
         assert expected in text, expected
     rc, out, _ = call(retrain.main, ['-h'], capsys)
     text = ' '.join(out.split())
-    for expected in ('default: rnn 800', 'default: rnn 3000', 'default: rnn 0.7', 'default: rnn 1',
+    for expected in ('default: rnn 800', 'micro 630 / rnn 3000', 'default: rnn 0.7', 'default: rnn 1)',
                      'default: macro 5.0 / micro 5.0 / rnn 0.25', 'paper-rnn'):
         assert expected in text, expected
 
@@ -270,7 +274,9 @@ BAD_SEARCHES = {
     'folder without train.txt': (['--dataset', 'textfolder', '--data-dir', '{bad}/no-train'], 'train.txt'),
     'empty train.txt': (['--dataset', 'textfolder', '--data-dir', '{bad}/empty'], 'train.txt'),
     'image dataset': (['--dataset', 'cifar10'], 'needs text'),
-    'hidden 1e9': (['--dataset', 'textfolder', '--data-dir', '{text}', '--hidden-size', '1000000000'], 'shared weights'),
+    'hidden 1e9': (['--hidden-size', '1000000000'], '--hidden-size 1000000000: the rnn space takes at most'),
+    'supernet too large': (['--dataset', 'textfolder', '--data-dir', '{text}', '--hidden-size', '60000', '--nodes',
+                            '60'], 'shared weights'),
     'nodes 0': (['--nodes', '0'], 'expected a positive integer'),
     'cnn option': (['--lr-max', '0.1'], '--lr-max is only for --search-for macro or micro'),
     'valid size': (['--valid-size', '10'], '--valid-size is only for --search-for macro or micro'),
@@ -292,7 +298,7 @@ def test_rnn_options_are_refused_for_image_spaces(tmp_path, capsys, monkeypatch)
     rc, _, err = call(search.main, ['--search-for', 'macro', '--hidden-size', '8'], capsys)
     assert rc == 2 and err.count('\n') == 1 and '--hidden-size is only for --search-for rnn' in err
     rc, _, err = call(search.main, ['--search-for', 'micro', '--dataset', 'ptb'], capsys)
-    assert rc == 2 and err.count('\n') == 1 and 'needs images' in err
+    assert rc == 2 and err.count('\n') == 1 and 'macro and micro need images' in err
     assert list(tmp_path.iterdir()) == []
 
 

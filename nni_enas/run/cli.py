@@ -310,9 +310,10 @@ def fill_data_defaults(args: argparse.Namespace, *, text: bool) -> None:
     if args.dataset is None:
         args.dataset = datasets[0]
     elif args.dataset not in datasets:
-        what = 'images, for macro and micro' if text else 'text, for rnn'
-        fail(f'--dataset {args.dataset} is {what}; the {"rnn space" if text else "image spaces"} need '
-             f'{kind}: {", ".join(datasets)}')
+        choices = ', '.join(datasets[:-1]) + ' or ' + datasets[-1]
+        if text:
+            fail(f'--dataset {args.dataset} holds images (for macro and micro); the rnn space needs text: {choices}')
+        fail(f'--dataset {args.dataset} is text (for rnn); macro and micro need images: {choices}')
     if args.synthetic_size is None:
         args.synthetic_size = SYNTHETIC_DEFAULTS[kind]
 

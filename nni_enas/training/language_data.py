@@ -27,8 +27,8 @@ from nni_enas.data.errors import DataError
 from nni_enas.data.text import TextCorpus, TextWindows, Vocabulary, batchify, load_text
 from nni_enas.files import write_json_atomic
 
-__all__ = ['VOCABULARY_FILE', 'TextData', 'load_text_data', 'read_vocabulary', 'EpochWindows', 'RandomOrder',
-           'supernet_parameters']
+__all__ = ['VOCABULARY_FILE', 'TextData', 'load_text_data', 'read_vocabulary', 'EpochWindows', 'fit_epoch',
+           'RandomOrder', 'supernet_parameters']
 
 VOCABULARY_FILE = 'vocabulary.json'
 
@@ -46,19 +46,28 @@ class _EpochSampler:
 class EpochWindows:
     """The training windows of each epoch: ``make(epoch)`` builds them (enas_lm draws new lengths as it goes).
 
-    Lightning tells the epoch (``sampler.set_epoch``), so a resumed run draws the lengths of the
-    run that never stopped. There is no ``len()``: the number of windows changes with their
-    lengths, and Lightning would read it once; the recipe finds an epoch's last window with
-    ``trainer.is_last_batch`` instead.
+    The epoch is ``epoch_of()`` when given (:func:`fit_epoch` of the Lightning trainer), else the
+    one Lightning last passed to ``sampler.set_epoch``. Lightning creates (and prefetches from) the
+    first epoch's iterator of a fit before it calls ``set_epoch``, so a resumed run needs
+    ``epoch_of`` to draw the lengths of the run that never stopped. There is no ``len()``: the
+    number of windows changes with their lengths, and Lightning would read it once; the recipe
+    finds an epoch's last window with ``trainer.is_last_batch`` instead.
     """
 
-    def __init__(self, make: Callable[[int], Iterable]):
+    def __init__(self, make: Callable[[int], Iterable], epoch_of: Callable[[], int] | None = None):
         self.make = make
+        self.epoch_of = epoch_of
         self.sampler = _EpochSampler()
         self.batch_sampler = None
 
     def __iter__(self) -> Iterator:
-        return iter(self.make(self.sampler.epoch))
+        epoch = self.epoch_of() if self.epoch_of is not None else self.sampler.epoch
+        return iter(self.make(epoch))
+
+
+def fit_epoch(trainer) -> Callable[[], int]:
+    """``epoch_of`` for :class:`EpochWindows`: the epoch a Lightning fit is in (restored on resume)."""
+    return lambda: trainer.fit_loop.epoch_progress.current.processed
 
 
 class RandomOrder:
