@@ -120,11 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The kinds of network: the flags of one kind serve all its spaces (macro takes --layers though
+# only micro's table has a default for it); a flag of the other kind is refused.
+KINDS = {'macro': 'image', 'micro': 'image', 'rnn': 'rnn'}
+KIND_NAMES = {'image': 'image (macro, micro)', 'rnn': 'rnn'}
+
+
 def _check_space_options(args: argparse.Namespace, explicit: set[str], space: str) -> None:
-    """Refuse the options the space of --arc has no use for; fill the data defaults of its kind."""
-    for key in cli.foreign_settings(FINAL, space, PAPER_KEYS, explicit):
-        owners = ' or '.join(s for s, table in FINAL.items() if key in table)
-        cli.fail(f'--{key.replace("_", "-")} is only for {owners} architectures ({args.arc} is {space})')
+    """Refuse the options the kind of network of --arc has no use for; fill the data defaults of its kind."""
+    kind = KINDS[space]
+    for key in sorted(explicit & set(PAPER_KEYS)):
+        kinds = {KINDS[s] for s, table in FINAL.items() if key in table}
+        if kind not in kinds:
+            other = KIND_NAMES[kinds.pop()]
+            cli.fail(f'--{key.replace("_", "-")} is only for {other} architectures ({args.arc} is {space})')
     if space == 'rnn' and args.devices > 1:
         cli.fail(f'--devices {args.devices}: an rnn architecture trains on one device')
     cli.fill_data_defaults(args, text=space == 'rnn')

@@ -254,7 +254,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys):
     cases = [(['--arc', path], message) for path, (_, message) in _bad_files(tmp_path).items()]
     cases += [
-        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro)'),
+        (['--arc', str(tmp_path / 'nowhere.json')], 'no such file (shipped architectures: paper-macro, paper-micro, paper-rnn)'),
         (['--arc', 'paper-micro', '--dropout', '1.5'], "argument --dropout: expected a number in [0, 1), got '1.5'"),
         (['--arc', 'paper-micro', '--batch-size', '0'], 'argument --batch-size: expected a positive integer'),
         (['--arc', 'paper-macro', '--drop-path-prob', '0.2'], '--drop-path-prob 0.2: only the micro network has it'),
@@ -265,7 +265,7 @@ def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys
         (['--arc', 'paper-micro', '--seed', str(2**32)], 'argument --seed: expected an integer from 0 to 4294967295'),
         (['--arc', 'paper-micro', '--dataset', 'imagefolder', '--data-dir', str(tmp_path / 'no-data')],
          'image folder not found'),     # (not cifar10: that would try to download it)
-        ([], '--arc PATH|paper-macro|paper-micro is required'),
+        ([], '--arc PATH|paper-macro|paper-micro|paper-rnn is required'),
     ]
     for argv, message in cases:
         out = tmp_path / 'never'

@@ -309,7 +309,7 @@ BAD_RETRAINS = {
     'word not in the vocabulary': (['--arc', '{bad}/good.json'], 'cat'),
     'test word unknown': (['--arc', 'paper-rnn', '--data-dir', '{bad}/other'], 'zebras'),
     'hidden 1e9': (['--arc', 'paper-rnn', '--hidden-size', '1000000000'], 'hidden_size'),
-    'cnn option': (['--arc', 'paper-rnn', '--cutout', '4'], '--cutout is only for macro or micro architectures'),
+    'cnn option': (['--arc', 'paper-rnn', '--cutout', '4'], '--cutout is only for image (macro, micro) architectures'),
     'missing folder': (['--arc', 'paper-rnn', '--data-dir', '{bad}/none'], 'none'),
 }
 
