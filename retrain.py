@@ -529,6 +529,8 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
     paper = PAPER_RESULTS.get(_arc_name(args.arc))
     if paper is not None and overrides['hidden_size'] != record['space_args'].get('hidden_size'):
         paper = None
+    draw_architecture({**record, 'space_args': {**record['space_args'], **overrides}}, run_dir / DRAWING_NAME,
+                      title=f'{args.arc}: rnn cell, hidden {overrides["hidden_size"]}')
     cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} (rnn, {record["space_args"]["num_nodes"]} '
             f'nodes, hidden {overrides["hidden_size"]}): {params:,} parameters'
             + (f' (paper: {paper["params_m"]}M)' if paper else '')
@@ -545,7 +547,7 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
     tested: dict[str, Any] = {}
     how = runcontrol.fit_watched(lambda: tested.update(fit_and_test()), stop)
     status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='training loss',
-                                   epoch=trainer.current_epoch + 1, epochs=args.epochs)
+                                   epoch=trainer.current_epoch + 1, epochs=args.epochs, lr_flag='--lr')
     if status is not None:
         return status
     _finish_text(args, record, overrides, params, trainer, monitor, module, tested, paper, run_dir,

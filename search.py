@@ -314,7 +314,8 @@ def _search(args: argparse.Namespace, data, device, run_dir: Path, checkpoint: P
     trainer, stop = (_rnn_trainer if text else _enas_trainer)(args, space, device, data, run_dir, monitors)
     how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
     status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
-                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths)
+                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=export_paths,
+                                   lr_flag='--lr' if text else '--lr-max')
     if status is None:
         _report_done(args, monitor, export_paths)
     return cli.EXIT_OK if status is None else status

@@ -5,6 +5,7 @@
 #   bash bench/gpu_checks.sh tests search-macro search-micro   # call 1 (time limits: 9.7 min in all)
 #   bash bench/gpu_checks.sh retrain peers                     # call 2 (time limits: 9.7 min in all)
 #   bash bench/gpu_checks.sh search-macro-eager retrain-eager  # call 3, if device time is left
+#   bash bench/gpu_checks.sh rnn-tests rnn                     # the recurrent cell (time limits: 7 min in all)
 #
 # (A device call may run 10 minutes. How long each part really takes on the current code has not
 # been measured yet: the limits are set from the old code's figures.)
@@ -19,6 +20,9 @@
 #   retrain             bench/retrain_loop.py, paper batches, 50 steps an epoch, graphs on
 #   retrain-eager       the same with --cuda-graphs off
 #   peers               ours vs NNI 2.10 EnasTrainer on the peers' networks (macro, micro)
+#   rnn-tests           the recurrent cell's GPU test: its windows as CUDA graphs against eager PyTorch
+#   rnn                 bench/rnn_search.py at the paper's sizes: child step, reward, controller update,
+#                       projected search epoch, retrain tokens/s (graphed windows) and batch-1 test tokens/s
 #
 # Needs: .device-site/nni30 (NNI 3.0, `bash ../shared/device/make-site.sh`), and for `peers`
 # .device-site/nni210 (`make-site.sh nni210`) and bench/peer-bench (a copy of
@@ -49,7 +53,7 @@ summary() {   # the logs of this call, in the order they were written
     done
 }
 
-parts=" tests search-macro search-micro search-macro-eager search-micro-eager retrain retrain-eager peers "
+parts=" tests search-macro search-micro search-macro-eager search-micro-eager retrain retrain-eager peers rnn-tests rnn "
 
 [ $# -gt 0 ] || set -- tests search-macro search-micro
 for part in "$@"; do
@@ -72,6 +76,9 @@ for part in "$@"; do
                 --cuda-graphs off --no-profile ;;
         retrain) run retrain 300 python3 bench/retrain_loop.py --device cuda --steps 50 ;;
         retrain-eager) run retrain-eager 300 python3 bench/retrain_loop.py --device cuda --steps 50 --cuda-graphs off ;;
+        rnn-tests) run rnn-tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_language_model.py -k gpu ;;
+        rnn) run rnn 300 python3 bench/rnn_search.py --device cuda --steps 50 --rewards 50 --ctrl-updates 20 \
+                 --retrain-steps 20 --test-windows 200 ;;
         peers)
             for space in macro micro; do
                 run "peers-ours-$space" 70 python3 bench/search_epoch.py --network peers --peer-dir "$peers" \

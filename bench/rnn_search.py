@@ -13,7 +13,9 @@ itself (synchronised on CUDA):
 * ``search_epoch_projected_s``: the paper's epoch from these (414 child steps at batch 64 on PTB,
   2000 samples in updates of 10, 100 export candidates), a projection, not a measured epoch;
 * ``retrain_tokens_per_s``: training steps of the fixed cell (forward, loss with activation L2,
-  backward, clip 0.25, SGD), tokens per second; ``test_tokens_per_s``: the batch-1 test forward.
+  backward, clip 0.25, SGD), tokens per second; ``test_tokens_per_s``: the batch-1 test forward
+  with the state carried. On CUDA both run the windows as CUDA graphs (``--cuda-graphs auto``,
+  as retrain.py; the first step of each captures and is not timed); ``off`` for eager.
 
 stdout: JSON lines; the last is the metrics dict.
 
@@ -55,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument('--retrain-hidden', type=int, default=800, help='retrain: hidden size (0: no retrain part)')
     p.add_argument('--retrain-steps', type=int, default=3, help='timed retrain steps (after 1 untimed)')
     p.add_argument('--test-windows', type=int, default=20, help='timed batch-1 test windows')
+    p.add_argument('--cuda-graphs', choices=('auto', 'off'), default='auto',
+                   help='retrain part: the windows as CUDA graphs on CUDA (auto), or eager')
     p.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave the default)')
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args(argv)
@@ -142,14 +146,15 @@ def time_retrain(args, device: str) -> dict:
     import torch
     from nni_enas.architecture import build_network, load_architecture
     from nni_enas.paper import FINAL
-    from nni_enas.training.language_model import LanguageModelTraining, evaluate_perplexity
+    from nni_enas.training.language_model import LanguageModelTraining
 
     f = FINAL['rnn']
     net = build_network(load_architecture('paper-rnn', validate=False), vocab_size=args.vocab,
                         hidden_size=args.retrain_hidden).to(device)
     recipe = LanguageModelTraining(lr=f['lr'], bptt=args.bptt, weight_decay=f['weight_decay'],
-                                   activation_l2=f['activation_l2'])
+                                   activation_l2=f['activation_l2'], cuda_graphs=args.cuda_graphs)
     recipe.set_model(net)
+    graphed = recipe.enable_cuda_graphs(device=device)      # retrain.py does it when the fit starts
     optimizer = recipe.configure_optimizers()
     timed = _timer(device)
     windows = _windows(args.vocab, args.batch_size, args.bptt, args.retrain_steps + 1, device)
@@ -163,9 +168,21 @@ def time_retrain(args, device: str) -> dict:
 
     steps = [timed(lambda i=i: step(i))[0] for i in range(len(windows))][1:]
     test = _windows(args.vocab, 1, args.bptt, args.test_windows, device)
-    test_s = timed(lambda: evaluate_perplexity(net, test))[0]
+
+    @torch.no_grad()
+    def evaluate():            # the recipe's test: state carried, through its (graphed) forward
+        recipe.eval()
+        hidden = None
+        for x, y in test:
+            out = recipe._run(x, hidden)
+            hidden = out.hidden
+        recipe.train()
+
+    evaluate()                 # capture (on CUDA) outside the timing
+    test_s = timed(evaluate)[0]
     step_s = statistics.median(steps)
-    return {'retrain_hidden': args.retrain_hidden, 'retrain_parameters': sum(p.numel() for p in net.parameters()),
+    return {'retrain_cuda_graphs': graphed, 'retrain_hidden': args.retrain_hidden,
+            'retrain_parameters': sum(p.numel() for p in net.parameters()),
             'retrain_step_s': step_s, 'retrain_tokens_per_s': args.batch_size * args.bptt / step_s,
             'test_tokens_per_s': args.test_windows * args.bptt / test_s}
 

@@ -263,6 +263,9 @@ def test_window_graphs_pad_to_a_bucket_and_give_the_unpadded_results():
     graphs(x[:, :16].repeat(1, 2)[:, :16], None)                  # 16 steps: the same graph, a zero state
     graphs(x[:, :3], None)                                         # 3 steps: graph of 8
     assert sorted(graphs.graphs) == [8, 16] and len(StandInGraph.made) == 2
+    exact = WindowGraphs(net, bucket=8, exact=(11,), wrapper=StandInGraph)
+    exact(x, None)
+    assert sorted(exact.graphs) == [11] and StandInGraph.made[-1].shapes == [(2, 11)]
 
 
 def test_recipe_uses_window_graphs_only_for_a_fixed_network_on_cuda():
@@ -276,3 +279,33 @@ def test_recipe_uses_window_graphs_only_for_a_fixed_network_on_cuda():
     assert not recipe(TinyLM(), cuda_graphs='off').enable_cuda_graphs(device='cuda')
     with pytest.raises(ValueError):
         LanguageModelTraining(cuda_graphs='on')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (gpu test)')
+def test_gpu_window_graphs_match_eager_training_and_evaluation():
+    """Real CUDA graphs of the paper cell (no dropout, so both sides are deterministic) against eager PyTorch."""
+    import copy
+    from nni_enas.architecture import build_network, load_architecture
+    from nni_enas.training.window_graphs import WindowGraphs
+    torch.manual_seed(0)
+    rates = {f'dropout_{k}': 0.0 for k in 'eixho'}
+    eager = build_network(load_architecture('paper-rnn', validate=False), vocab_size=50, hidden_size=32, **rates).cuda()
+    graphed = copy.deepcopy(eager)
+    graphs = WindowGraphs(graphed, exact=(35,))
+    ids = torch.randint(0, 50, (4, 200), device='cuda')
+    starts, hidden = 0, {'eager': None, 'graphed': None}
+    for length in (35, 30, 41, 35, 7):
+        x, y = ids[:, starts:starts + length], ids[:, starts + 1:starts + 1 + length]
+        starts += length
+        grads = {}
+        for name, run, net in (('eager', eager, eager), ('graphed', graphs, graphed)):
+            net.zero_grad(set_to_none=True)
+            out = run(x, hidden[name])
+            cross_entropy(out.logits, y).backward()
+            hidden[name] = out.hidden.detach().clone()
+            grads[name] = [p.grad.clone() for p in net.parameters()]
+        assert torch.allclose(hidden['eager'], hidden['graphed'], atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads['eager'], grads['graphed']))
+    assert sorted(graphs.graphs) == [8, 32, 35, 48] and sum(g.replays for g in graphs.graphs.values()) > 0
+    with torch.no_grad():
+        assert torch.allclose(eager(ids[:, :35], None).logits, graphs(ids[:, :35], None).logits, atol=1e-5)

@@ -204,7 +204,8 @@ def test_nan_loss_stops_the_search_with_one_error_line(tmp_path, capsys, monkeyp
                                       '--lr', '1e30', '--grad-clip', '0', '--output', 'run'], capsys)
     assert rc == 1, out + err
     errors = [line for line in err.splitlines() if line.startswith('error:')]
-    assert len(errors) == 1 and 'NaN/inf in epoch 1/2' in errors[0], err
+    assert len(errors) == 1 and 'NaN/inf in epoch 1/2' in errors[0] and 'try a lower --lr' in errors[0], err
+    assert '--lr-max' not in errors[0]
 
 
 def test_sigterm_stops_the_search_and_it_resumes(text, tmp_path):

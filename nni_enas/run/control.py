@@ -244,19 +244,20 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
 
 
 def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Path, epoch: int, epochs: int,
-               loss: str, exports: Sequence[Path] = (), lead: bool = True) -> int | None:
+               loss: str, exports: Sequence[Path] = (), lead: bool = True, lr_flag: str = '--lr-max') -> int | None:
     """Say how a fit that did not complete ended (``how`` from :func:`fit_watched`); its exit status.
 
     ``None`` when it completed. A NaN/inf ``loss`` is one ``error:`` line and status 1; a signal
     says what is saved and how to go on (``--resume``, or start again when no epoch was saved),
-    status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
+    status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints. ``lr_flag`` is the
+    learning-rate option the NaN message suggests lowering.
     """
     if how is None:
         return None
     if how == 'nonfinite':
         if lead:
             say(f'error: the {loss} became NaN/inf in epoch {epoch}/{epochs}; stopped '
-                f'({saved_state(run_dir, exports)}); try a lower --lr-max', file=sys.stderr)
+                f'({saved_state(run_dir, exports)}); try a lower {lr_flag}', file=sys.stderr)
         return EXIT_FAILED
     if lead:
         if checkpoint_path(run_dir).is_file():

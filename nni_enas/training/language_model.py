@@ -192,7 +192,7 @@ class LanguageModelTraining(LightningModule):
         """
         device = self.device if device is None else device
         if self.window_graphs is None and use_cuda_graphs(self.cuda_graphs, device) and not _holds_choice(self.model):
-            self.window_graphs = WindowGraphs(self.model, wrapper=wrapper)
+            self.window_graphs = WindowGraphs(self.model, exact=(self.bptt,), wrapper=wrapper)
         return self.window_graphs is not None
 
     def _run(self, x: torch.Tensor, hidden: torch.Tensor | None):

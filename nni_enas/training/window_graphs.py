@@ -9,7 +9,8 @@ captures and replays it, with its checks and fallbacks).
 
 enas_lm's random-length BPTT gives windows of every length from 1 to bptt + 20, and a graph
 serves one shape. :class:`WindowGraphs` therefore pads a window of T steps to the next multiple
-of ``bucket`` steps (8: at most 7 graphs at bptt 35) and cuts the outputs back to T steps. The
+of ``bucket`` steps (8: at most 7 graphs at bptt 35; a window of exactly ``bptt`` steps, the
+evaluation's, has its own graph) and cuts the outputs back to T steps. The
 padded steps come after every real one, so nothing real reads them: the logits and cell outputs
 of the first T steps, the loss, its gradients (the padded steps add zero) and the state after
 step T (the cell's output at step T, which is also its next state) are those of the unpadded
@@ -47,6 +48,8 @@ class WindowGraphs:
         step t), and a ``hidden_size`` attribute.
     bucket
         Windows are padded to a multiple of this many steps.
+    exact
+        Window lengths that get a graph of their own, unpadded (the nominal ``bptt``).
     wrapper
         The graph wrapper class (default :class:`CudaGraphModule`; CPU stand-ins in tests).
 
@@ -56,11 +59,12 @@ class WindowGraphs:
         ``{padded length: wrapper}``, one per length seen.
     """
 
-    def __init__(self, net: nn.Module, *, bucket: int = 8, wrapper=None):
+    def __init__(self, net: nn.Module, *, bucket: int = 8, exact: tuple[int, ...] = (), wrapper=None):
         if bucket < 1:
             raise ValueError(f'bucket must be at least 1, got {bucket}')
         self.net = net
         self.bucket = bucket
+        self.exact = set(exact)
         self.wrapper = wrapper or CudaGraphModule
         self.graphs: dict[int, Any] = {}
 
@@ -69,7 +73,7 @@ class WindowGraphs:
         if hidden is None:          # a graph takes tensors only: the zero state, written out
             hidden = torch.zeros(batch, self.net.hidden_size, device=tokens.device,
                                  dtype=next(self.net.parameters()).dtype)
-        length = padded_length(steps, self.bucket)
+        length = steps if steps in self.exact else padded_length(steps, self.bucket)
         if length > steps:          # repeat the last token: any id would do, nothing real reads them
             tokens = torch.cat([tokens, tokens[:, -1:].expand(batch, length - steps)], dim=1)
         graph = self.graphs.get(length)
