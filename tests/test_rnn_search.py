@@ -151,6 +151,9 @@ def test_search_export_retrain_end_to_end(text, tmp_path, capsys, monkeypatch):
     assert checkpoint_epoch('search/checkpoints/last.ckpt') == 2
     assert [key for key, _ in reports] == ['mean_reward'] * 2
     assert all(math.isfinite(m['child_ppl']) and m['best_valid_ppl'] > 1 for _, m in reports)
+    tags = scalar_tags('search/tensorboard')
+    assert {'child_loss', 'child_ppl', 'ctrl_reward', 'ctrl_export_reward', 'search/lr', 'search/seconds',
+            'controller/node_1/act/tanh'} <= tags
 
     finals = []
     monkeypatch.setattr(retrain.nni_report, 'report_epoch', lambda metrics, key: finals.append(('epoch', key)))
@@ -168,6 +171,29 @@ def test_search_export_retrain_end_to_end(text, tmp_path, capsys, monkeypatch):
     assert f'test perplexity {result["test_ppl"]:.2f}' in out
     assert finals[:3] == [('epoch', 'val_ppl')] * 3 and finals[3][:2] == ('final', 'test_ppl')
     assert finals[3][2]['test_ppl'] == result['test_ppl']
+    assert {'child_loss', 'child_ppl', 'val_ppl', 'val_loss', 'retrain/tokens_per_s', 'retrain/best_val_ppl',
+            'test_ppl'} <= scalar_tags('retrain/tensorboard')
+    assert Path('retrain/architecture.png').is_file() and Path('retrain/checkpoints/last.ckpt').is_file()
+
+
+def scalar_tags(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder), size_guidance={'scalars': 0})
+    events.Reload()
+    return set(events.Tags()['scalars'])
+
+
+def test_retrain_resumed_at_an_epoch_boundary_ends_as_an_uninterrupted_one(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ['--arc', 'paper-rnn', *RETRAIN, '--dataset', 'textfolder', '--data-dir', text, '--seed', '3']
+    assert call(retrain.main, [*common, '--epochs', '3', '--output', 'straight'], capsys)[0] == 0
+    assert call(retrain.main, [*common, '--epochs', '2', '--output', 'stopped'], capsys)[0] == 0
+    rc, out, err = call(retrain.main, ['--resume', 'stopped', '--epochs', '3'], capsys)
+    assert rc == 0, err
+    assert [int(m[1]) for m in lines(RETRAIN_LINE, out)] == [3]
+    a, b = (json.loads(Path(f'{run}/result.json').read_text()) for run in ('straight', 'stopped'))
+    assert a['weights_sha256'] == b['weights_sha256'] and a['test_ppl'] == b['test_ppl']
+    assert a['averaging_from_epoch'] == b['averaging_from_epoch'] and a['best_epoch'] == b['best_epoch']
 
 
 def test_paper_cell_retrains_on_synthetic_text(tmp_path, capsys, monkeypatch):
