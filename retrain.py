@@ -5,6 +5,7 @@
     python3 retrain.py --arc paper-micro --cutout 16     # the "+ CutOut" row: 2.89%
     python3 retrain.py --arc paper-macro                 # ENAS macro, Table 2: 21.3M params, 4.23% error
     python3 retrain.py --arc exported.json               # what search.py exported, at its own depth
+    python3 retrain.py --arc paper-rnn --data-dir data/ptb   # the paper's recurrent cell on Penn Treebank
     python3 retrain.py --arc paper-micro --devices 4 --batch-size 36   # 4 GPUs, the paper's global batch
     python3 retrain.py --resume runs/retrain-paper-micro-20250101-120000
 
@@ -14,6 +15,14 @@ channels, dropout 0.5, the file's own depth; micro 15 normal cells, 36 channels,
 auxiliary head (weight 0.4), drop path 0.4. It is trained on the whole training set (CIFAR-10:
 50k images; pad-4 crops and flips, optional cutout) with Nesterov SGD, cosine warm restarts
 (T0 10, Tmul 2) and global-norm gradient clipping, and the test set is evaluated after every epoch.
+
+A recurrent cell (space rnn: paper-rnn, or a search's export, whose vocabulary numbers the words) is
+trained as the corrected ENAS language-model code (enas_lm) trains it: hidden 800, batch 64,
+truncated BPTT over windows of random length around 35 with the state carried from window to
+window, SGD lr 20 (scaled by the window's length), clipping 0.25, weight decay, activation L2 and
+the dropouts of nni_enas/paper.py (FINAL), averaged weights (NT-ASGD) once the validation
+perplexity stalls. The validation perplexity is reported after every epoch, the test perplexity
+(whole test text at batch 1, the state carried) at the end.
 
 The run folder (--output, default runs/retrain-<arc>-<time>) holds args.json (the settings),
 architecture.json (a copy of --arc: what --resume rebuilds, whatever the --arc file holds by then),
@@ -50,6 +59,9 @@ from nni_enas.files import write_json_atomic  # noqa: E402
 from nni_enas.paper import FINAL, FINAL_FLAGS, PAPER_RESULTS  # noqa: E402
 from nni_enas.training.classification import ChildTraining, enas_sgd  # noqa: E402
 from nni_enas.training.retraining import ReplicaHashes, RetrainData, count_parameters, final_space_args, weights_sha256  # noqa: E402
+from nni_enas.data.text import Vocabulary  # noqa: E402
+from nni_enas.training.language_data import TextData, fit_epoch, load_text_data, read_vocabulary  # noqa: E402
+from nni_enas.training.language_model import LanguageModelTraining  # noqa: E402
 
 COMMAND = 'retrain.py'
 RESULT_NAME = 'result.json'
@@ -71,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(
         prog=COMMAND,
         description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
-        epilog='Defaults marked "macro X / micro Y" are the paper\'s final recipe (nni_enas/paper.py, FINAL), '
-               'picked by the space of --arc; every one can be overridden.\n\n'
+        epilog='Defaults marked "macro X / micro Y / rnn Z" are the paper\'s final recipe (nni_enas/paper.py, '
+               'FINAL), picked by the space of --arc; every one can be overridden; an option without a value for '
+               'the space of --arc is refused.\n\n'
                'Data parallel (--devices N): each of the N processes trains on its own shard of every epoch\n'
                '(reshuffled each epoch) and --batch-size is PER DEVICE, so one step sees N x batch-size images\n'
                'and an epoch has N times fewer steps. To keep the paper\'s recipe, split its batch: e.g.\n'
@@ -84,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('what to train')
     g.add_argument('--arc', metavar='PATH|NAME', default=None,
                    help='the architecture: a file exported by search.py, or a shipped one: paper-macro, '
-                        'paper-micro (nni_enas/architectures/); required unless --resume')
+                        'paper-micro, paper-rnn (nni_enas/architectures/); required unless --resume')
     cli.add_paper_flags(p, FINAL, FINAL_FLAGS, groups={'what to train': g})
 
     g = p.add_argument_group('speed')
@@ -92,10 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='data-parallel processes (DDP through Lightning): N GPUs, or N CPU processes (gloo) with '
                         '--device cpu; see the note below on batch size and learning rate (default: %(default)s)')
     g.add_argument('--precision', choices=PRECISIONS, default='auto',
-                   help='arithmetic: auto = bf16-mixed on a CUDA GPU that supports it, else 32; 16-mixed needs '
-                        'CUDA (default: %(default)s)')
+                   help='arithmetic: auto = bf16-mixed on a CUDA GPU that supports it, else 32 (rnn: always 32, '
+                        'as enas_lm); 16-mixed needs CUDA (default: %(default)s)')
 
-    cli.add_data_options(p, cifar10_use='all 50k training images, evaluated on the 10k test images')
+    cli.add_data_options(p, cifar10_use='all 50k training images, evaluated on the 10k test images',
+                         text_use='trained on train.txt, validated on valid.txt after every epoch, tested on '
+                                  'test.txt at the end')
     g = cli.add_run_options(
         p, device_note='; on CUDA the data lives on the GPU and the network is channels-last',
         output_holds='result.json', run_name='retrain-<arc>',
@@ -106,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     # line): each rank reads the settings from the run folder, so all ranks train the same network.
     g.add_argument('--rank-of', metavar='RUN_DIR', default=None, help=argparse.SUPPRESS)
     return p
+
+
+# The kinds of network: the flags of one kind serve all its spaces (macro takes --layers though
+# only micro's table has a default for it); a flag of the other kind is refused.
+KINDS = {'macro': 'image', 'micro': 'image', 'rnn': 'rnn'}
+KIND_NAMES = {'image': 'image (macro, micro)', 'rnn': 'rnn'}
+
+
+def _check_space_options(args: argparse.Namespace, explicit: set[str], space: str) -> None:
+    """Refuse the options the kind of network of --arc has no use for; fill the data defaults of its kind."""
+    kind = KINDS[space]
+    for key in sorted(explicit & set(PAPER_KEYS)):
+        kinds = {KINDS[s] for s, table in FINAL.items() if key in table}
+        if kind not in kinds:
+            other = KIND_NAMES[kinds.pop()]
+            cli.fail(f'--{key.replace("_", "-")} is only for {other} architectures ({args.arc} is {space})')
+    if space == 'rnn' and args.devices > 1:
+        cli.fail(f'--devices {args.devices}: an rnn architecture trains on one device')
+    cli.fill_data_defaults(args, text=space == 'rnn')
 
 
 def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any]]:
@@ -126,7 +160,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
             given_arc = args.arc if 'arc' in explicit else None
             args = runfolder.resume_settings(args, explicit - {'arc'}, RESUME_MAY_CHANGE, COMMAND)
         elif args.arc is None:
-            cli.fail('--arc PATH|paper-macro|paper-micro is required (or --resume RUN_DIR)')
+            cli.fail('--arc PATH|paper-macro|paper-micro|paper-rnn is required (or --resume RUN_DIR)')
     record, path = _read_architecture(args)
     if given_arc is not None:
         _check_same_architecture(given_arc, record, path)
@@ -135,7 +169,12 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any
     space = record['space']
     if space not in FINAL:      # a space with no final recipe here (yet): one line, not a KeyError
         cli.fail(f'{path}: a {space} architecture; retrain.py trains {" and ".join(sorted(FINAL))} networks')
+    if not args.resume and not args.rank_of:
+        _check_space_options(args, explicit, space)
     cli.fill_paper_defaults(args, FINAL[space], PAPER_KEYS)
+    if space == 'rnn':
+        check_record(record, where=str(path))
+        return args, record, rnn_space_args(vars(args))
     if space == 'macro':
         for dest in ('aux_weight', 'drop_path_prob'):
             if getattr(args, dest):
@@ -280,6 +319,47 @@ class RetrainMonitor(pl.Callback):
             f'lr {self._lr:.5f}  {seconds:.1f}s ({_rate(summary["images_per_s"])} img/s)'))
 
 
+class TextRetrainMonitor(RetrainMonitor):
+    """:class:`RetrainMonitor` for a language model: perplexities and tokens/s, lower is better.
+
+    Per epoch: the training loss and perplexity (with dropout, as trained), the validation
+    perplexity (whole validation text, the state carried; averaged weights once NT-ASGD started),
+    the best one so far. Its state is saved in the checkpoint, as the image monitor's.
+    """
+
+    def __init__(self, tokens_per_epoch: int, nominal_lr: float):
+        super().__init__(images_per_epoch=tokens_per_epoch)
+        self.best_acc = float('nan')        # the best (lowest) validation perplexity: the base class's slot
+        self.nominal_lr = nominal_lr
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        epoch = trainer.current_epoch + 1
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k in ('child_loss', 'child_ppl', 'val_loss', 'val_ppl')}
+        nan = float('nan')
+        val_ppl = metrics.get('val_ppl', nan)
+        if not val_ppl >= self.best_acc:       # also when best is still NaN
+            self.best_acc, self.best_epoch = val_ppl, epoch
+        seconds = time.perf_counter() - self._epoch_start
+        summary = {
+            'train_loss': metrics.get('child_loss', nan), 'train_ppl': metrics.get('child_ppl', nan),
+            'val_loss': metrics.get('val_loss', nan), 'val_ppl': val_ppl, 'best_val_ppl': self.best_acc,
+            'averaging': float(module.trigger.fired), 'lr': self.nominal_lr, 'seconds': seconds,
+            'tokens_per_s': self.images_per_epoch / (self._train_seconds or seconds),
+        }
+        self.last = {'epoch': epoch, **summary}
+        if trainer.logger is not None:
+            duplicates = ('train_loss', 'train_ppl', 'val_loss', 'val_ppl')
+            trainer.logger.log_metrics({f'retrain/{k}': v for k, v in summary.items()
+                                        if math.isfinite(v) and k not in duplicates}, step=epoch)
+        nni_report.report_epoch(summary, 'val_ppl')
+        averaged = ', averaged weights' if module.trigger.fired else ''
+        runcontrol.print_line(trainer, (
+            f'epoch {epoch}/{trainer.max_epochs}  train loss {summary["train_loss"]:.3f} ppl {summary["train_ppl"]:.1f}  '
+            f'valid ppl {val_ppl:.2f} (best {self.best_acc:.2f} @{self.best_epoch}{averaged})  lr {self.nominal_lr:g}  '
+            f'{seconds:.1f}s ({_rate(summary["tokens_per_s"])} tokens/s)'))
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -304,7 +384,8 @@ def _main(argv: Sequence[str] | None) -> int:
         cli.fail('--devices > 1 needs retrain.py run as a script: Lightning starts the other processes '
                  'with a command line')
     trial_dir = nni_report.trial_output_dir()
-    sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=True)
+    if record['space'] != 'rnn':     # text sizes: nni_enas.data.text's own limits
+        sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=True)
     if lead:    # every check before any work: the sizes, the run folder, then the data
         run_dir, checkpoint, _ = runfolder.check_run_dir(args, COMMAND)
         if run_dir is None:
@@ -313,10 +394,13 @@ def _main(argv: Sequence[str] | None) -> int:
         run_dir = Path(args.rank_of)
         checkpoint = last_checkpoint(run_dir, COMMAND) if args.resume else None
     pl.seed_everything(args.seed, verbose=False)
-    train, test = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
-                            seed=args.seed)
-    if lead and checkpoint is not None:
-        check_checkpoint_identity(checkpoint, run_identity(record, overrides, train.num_classes))
+    if record['space'] == 'rnn':
+        data = _load_text(args, record, overrides, run_dir if checkpoint else None, device)
+    else:
+        data = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
+                         seed=args.seed)
+        if lead and checkpoint is not None:
+            check_checkpoint_identity(checkpoint, run_identity(record, overrides, data[0].num_classes))
     lock = None
     if lead:
         run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
@@ -324,7 +408,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if checkpoint is None:
             write_json_atomic(run_dir / ARCH_COPY, record)
     try:
-        return _retrain(args, record, overrides, train, test, device, precision, trainer_devices, run_dir,
+        if record['space'] == 'rnn':
+            data.save_vocabulary(run_dir)
+            return _retrain_text(args, record, overrides, data, device, run_dir, checkpoint)
+        return _retrain(args, record, overrides, *data, device, precision, trainer_devices, run_dir,
                         checkpoint, lead)
     finally:
         if lock is not None:
@@ -430,6 +517,111 @@ def _finish(args, space: str, space_args: dict[str, Any], params: int, trainer: 
             f'(error {100 * result["test_error"]:.2f}%' + (f'; paper {paper_error}%' if paper_error else '')
             + f'), best {monitor.best_acc:.4f} at epoch {monitor.best_epoch}; {params:,} parameters; '
               f'{result["wall_seconds"] / 3600:.2f} h; {run_dir / RESULT_NAME}')
+
+
+# --------------------------------------------------------------------------------------------
+# a recurrent cell (space rnn): the language-model recipe
+# --------------------------------------------------------------------------------------------
+
+RNN_WIDTH_KEYS = ('hidden_size', 'dropout_e', 'dropout_i', 'dropout_x', 'dropout_h', 'dropout_o')
+
+
+def rnn_space_args(settings: dict[str, Any]) -> dict[str, Any]:
+    """Space-argument overrides of the final recurrent network (hidden size and dropouts; the
+    vocabulary size comes from the data)."""
+    return {key: settings[key] for key in RNN_WIDTH_KEYS}
+
+
+def _load_text(args, record: dict[str, Any], overrides: dict[str, Any], run_dir: Path | None, device) -> TextData:
+    """The text, numbered with the record's vocabulary (or a resumed run's), cut into the splits' rows;
+    the network at its final size checked against it (bad input: exit 2, nothing written)."""
+    if run_dir is not None:
+        vocabulary = read_vocabulary(run_dir)
+    else:
+        vocabulary = Vocabulary(record['vocabulary']) if record.get('vocabulary') else None
+    data = load_text_data(args.dataset, args.data_dir, vocabulary=vocabulary, synthetic_tokens=args.synthetic_size,
+                          seed=args.seed, device=device, batch_sizes={
+                              'train': args.batch_size, 'valid': args.valid_batch_size, 'test': args.test_batch_size})
+    overrides['vocab_size'] = len(data.vocabulary)
+    check_record(record, where=str(architecture_path(args.arc)), max_parameters=MAX_PARAMETERS, **overrides)
+    return data
+
+
+def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data: TextData, device,
+                  run_dir: Path, checkpoint: Path | None) -> int:
+    """Train the recurrent network on the text, then test it; say how it ended."""
+    net = build_network(record, **overrides)
+    if hasattr(net, 'reset_parameters'):
+        net.reset_parameters(args.init_range)       # enas_lm's final init, U(-0.05, 0.05)
+    params = count_parameters(net)
+    module = LanguageModelTraining(lr=args.lr, bptt=args.bptt, weight_decay=args.weight_decay,
+                                   slowness=args.slowness, activation_l2=args.activation_l2,
+                                   weight_averaging=args.weight_averaging, averaging_patience=args.averaging_patience,
+                                   cuda_graphs=args.cuda_graphs)
+    module.set_model(net)
+    monitor = TextRetrainMonitor(data.train_tokens, args.lr)
+    bar = runcontrol.want_progress_bar(args.progress_bar)
+    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor], progress_bar=bar,
+                                               after_last_step='(last step + validation)',
+                                               rename={'child_loss': 'train_loss', 'child_ppl': 'train_ppl'})
+    trainer = pl.Trainer(
+        max_epochs=args.epochs, precision='32-true', gradient_clip_val=args.grad_clip or None,
+        gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50, callbacks=callbacks,
+        **lightning_devices(device, 1), **runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
+    paper = PAPER_RESULTS.get(_arc_name(args.arc))
+    if paper is not None and overrides['hidden_size'] != record['space_args'].get('hidden_size'):
+        paper = None
+    draw_architecture({**record, 'space_args': {**record['space_args'], **overrides}}, run_dir / DRAWING_NAME,
+                      title=f'{args.arc}: rnn cell, hidden {overrides["hidden_size"]}')
+    cli.say(f'{"resuming" if checkpoint else "retraining"} {args.arc} (rnn, {record["space_args"]["num_nodes"]} '
+            f'nodes, hidden {overrides["hidden_size"]}): {params:,} parameters'
+            + (f' (paper: {paper["params_m"]}M)' if paper else '')
+            + f'; {_epochs(args.epochs)} on {args.dataset} ({data.describe()}), {describe_device(device, 1)}; '
+              f'run folder {run_dir}')
+    windows = data.train_windows(args.bptt, seed=args.seed), data.windows('valid', args.bptt)
+    windows[0].epoch_of = fit_epoch(trainer)       # a resumed run draws the window lengths it would have
+
+    def fit_and_test():
+        trainer.fit(module, train_dataloaders=windows[0], val_dataloaders=windows[1],
+                    ckpt_path=str(checkpoint) if checkpoint else None)
+        return trainer.test(module, dataloaders=data.windows('test', args.bptt), verbose=False)[0]
+
+    tested: dict[str, Any] = {}
+    how = runcontrol.fit_watched(lambda: tested.update(fit_and_test()), stop)
+    status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='training loss',
+                                   epoch=trainer.current_epoch + 1, epochs=args.epochs, lr_flag='--lr')
+    if status is not None:
+        return status
+    _finish_text(args, record, overrides, params, trainer, monitor, module, tested, paper, run_dir,
+                 describe_device(device, 1), len(data.vocabulary))
+    return cli.EXIT_OK
+
+
+def _finish_text(args, record, overrides, params, trainer, monitor: TextRetrainMonitor, module, tested, paper,
+                 run_dir: Path, device: str, words: int) -> None:
+    """Write result.json (validation and test perplexity), report the final result to NNI, say it."""
+    last = monitor.last
+    test_ppl = float(tested.get('test_ppl', float('nan')))
+    result = {
+        'architecture': args.arc, 'space': 'rnn', 'space_args': {**record['space_args'], **overrides},
+        'parameters': params, 'test_ppl': test_ppl, 'test_loss': float(tested.get('test_loss', float('nan'))),
+        'valid_ppl': last.get('val_ppl'), 'best_valid_ppl': monitor.best_acc, 'best_epoch': monitor.best_epoch,
+        'averaged_weights': module.trigger.fired, 'averaging_from_epoch': module.trigger.fired_at,
+        'epochs': trainer.current_epoch, 'wall_seconds': round(monitor.wall_seconds, 1), 'device': device,
+        'precision': '32-true', 'batch_size': args.batch_size, 'test_batch_size': args.test_batch_size,
+        'tokens_per_s': last.get('tokens_per_s'), 'vocabulary_size': words, 'dataset': args.dataset,
+        'seed': args.seed, 'weights_sha256': [weights_sha256(module.model)],
+        'paper': {'parameters_m': paper['params_m'], 'test_ppl': paper['test_ppl']} if paper else None,
+        'run_dir': str(run_dir.resolve()), 'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+    }
+    write_json_atomic(run_dir / RESULT_NAME, result)
+    nni_report.report_final({k: result[k] for k in ('test_ppl', 'valid_ppl', 'best_valid_ppl', 'parameters',
+                                                    'wall_seconds')}, 'test_ppl')
+    cli.say(f'done: {args.arc} after {_epochs(result["epochs"])}: test perplexity {test_ppl:.2f}'
+            + (f' (paper {paper["test_ppl"]})' if paper else '')
+            + f', validation {result["valid_ppl"]:.2f} (best {monitor.best_acc:.2f} at epoch {monitor.best_epoch})'
+            + (f', averaged weights from epoch {module.trigger.fired_at + 1}' if module.trigger.fired else '')
+            + f'; {params:,} parameters; {result["wall_seconds"] / 3600:.2f} h; {run_dir / RESULT_NAME}')
 
 
 def _rate(images_per_s: float) -> str:

@@ -3,14 +3,17 @@
 
     python3 search.py --search-for macro                  # the paper's macro search on CIFAR-10
     python3 search.py --search-for micro --epochs 10      # fewer epochs, everything else as the paper
+    python3 search.py --search-for rnn --data-dir data/ptb   # the recurrent cell on Penn Treebank
     python3 search.py --search-for micro --dataset synthetic --epochs 2   # try it without data
     python3 search.py --resume runs/search-micro-20250101-120000          # continue a stopped run
 
 Every epoch (spec D.2): one pass over the training split trains the shared weights, a new child
-model sampled by the controller for every minibatch; then the controller phase trains the
-controller with REINFORCE on validation minibatches; then the best of --num-candidates
-architectures sampled from the controller, scored on the same validation batches, is written to
-exported.json (the paper's way of deriving the architecture to retrain).
+model sampled by the controller for every minibatch (rnn: every BPTT window, the hidden state
+carried from window to window); then the controller phase trains the controller with REINFORCE
+on validation minibatches (rnn: reward 80 / perplexity of one validation window from a zero
+state); then the best of --num-candidates architectures sampled from the controller, scored on
+the same validation batches, is written to exported.json (the paper's way of deriving the
+architecture to retrain; rnn: with the vocabulary, also saved as vocabulary.json).
 
 The run folder (--output, default runs/search-<space>-<time>) holds args.json (the settings),
 checkpoints/last.ckpt (after every epoch), tensorboard/ (scalars, the controller's choice
@@ -35,7 +38,7 @@ import torch.nn as nn
 from nni_enas.run import cli, nni_report, sizes
 from nni_enas.run import control as runcontrol
 from nni_enas.run import folder as runfolder
-from nni_enas.architecture import SPACES
+from nni_enas.architecture import MAX_PARAMETERS, RNN_ARG_RANGES, SPACES
 from nni_enas.run.checkpoints import RunIdentity, check_checkpoint_identity
 from nni_enas.data.images import BatchLoader, DataError, load_data
 from nni_enas.draw.search import SearchDrawings
@@ -43,6 +46,9 @@ from nni_enas.files import write_bytes_atomic
 from nni_enas.search.export import ArchitectureExport
 from nni_enas.paper import SEARCH, SEARCH_FLAGS, controller_kwargs
 from nni_enas.training.classification import accuracy, enas_sgd
+from nni_enas.training.language_data import (RandomOrder, TextData, fit_epoch, load_text_data, read_vocabulary,
+                                             supernet_parameters)
+from nni_enas.training.language_model import LanguageModelTraining, PerplexityReward
 from nni_enas.search.trainer import EnasTrainer
 
 COMMAND = 'search.py'
@@ -68,15 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                'every one can be overridden.\nExit status: 0 done, 1 failed (NaN loss, out of memory, a full disk), '
                '2 bad input, 130 / 143 stopped by Ctrl-C / SIGTERM.')
     g = p.add_argument_group('what to search')
-    g.add_argument('--search-for', choices=sorted(SEARCH), default=None,
-                   help='the search space: macro (a whole network, layer by layer) or micro (a normal '
-                        'and a reduction cell); required unless --resume')
+    g.add_argument('--search-for', choices=sorted(SPACES), default=None,
+                   help='the search space: macro (a whole network, layer by layer), micro (a normal '
+                        'and a reduction cell) or rnn (the recurrent cell of a word-level language model); '
+                        'required unless --resume')
     cli.add_paper_flags(p, SEARCH, SEARCH_FLAGS, groups={'what to search': g})
     _add_export_options(p)
-    g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper')
+    g = cli.add_data_options(p, cifar10_use='45k/5k split, as the paper',
+                             text_use='train.txt trains the shared weights, valid.txt gives the rewards')
     g.add_argument('--valid-size', type=cli.ranged('valid_size'), default=5000, metavar='N',
-                   help='images split off the end of the training set for the controller\'s rewards '
-                        '(10%% if the set is not larger) (default: %(default)s)')
+                   help='macro, micro: images split off the end of the training set for the controller\'s '
+                        'rewards (10%% if the set is not larger) (default: %(default)s)')
     g = cli.add_run_options(
         p, device_note='', output_holds='the export', run_name='search-<space>',
         resume_note=f'; only {runfolder.resume_note(RESUME_MAY_CHANGE)} may be changed (--epochs to extend)')
@@ -113,12 +121,22 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
     if args.resume:
         args = runfolder.resume_settings(args, explicit, RESUME_MAY_CHANGE, COMMAND)
     elif args.search_for is None:
-        cli.fail('--search-for macro|micro is required (or --resume RUN_DIR)')
+        cli.fail(f'--search-for {"|".join(sorted(SPACES))} is required (or --resume RUN_DIR)')
     else:
-        if args.search_for != 'micro' and args.nodes is not None:
-            cli.fail('--nodes is only for --search-for micro')
+        for key in cli.foreign_settings(SEARCH, args.search_for, PAPER_KEYS, explicit):
+            owners = ' or '.join(space for space, table in SEARCH.items() if key in table)
+            cli.fail(f'--{key.replace("_", "-")} is only for --search-for {owners}')
+        if args.search_for == 'rnn' and 'valid_size' in explicit:
+            cli.fail('--valid-size is only for --search-for macro or micro (rnn rewards come from the '
+                     'validation text)')
+        cli.fill_data_defaults(args, text=args.search_for == 'rnn')
     cli.fill_paper_defaults(args, SEARCH[args.search_for], PAPER_KEYS)
-    if args.lr_min > args.lr_max:
+    if args.search_for == 'rnn':
+        for flag, key, value in (('--hidden-size', 'hidden_size', args.hidden_size), ('--nodes', 'num_nodes', args.nodes)):
+            high = RNN_ARG_RANGES[key][2]
+            if value > high:
+                cli.fail(f'{flag} {value}: the rnn space takes at most {high:,}')
+    if args.lr_max is not None and args.lr_min > args.lr_max:
         cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
     return args, parser
 
@@ -132,11 +150,16 @@ class SearchMonitor(pl.Callback):
 
     The export itself is the library's :class:`~nni_enas.search.export.ArchitectureExport`, listed
     before this callback: it finishes the epoch (the controller phase), picks the best of
-    --num-candidates and writes exported.json, all before the checkpoint is written.
+    --num-candidates and writes exported.json, all before the checkpoint is written. With
+    ``tokens_per_epoch`` (the rnn search) the line gives perplexities and tokens/s instead of
+    accuracy and images/s: the child's training perplexity, and the validation perplexity of the
+    export (``c / its reward``, on its scoring window(s), from a zero state without dropout).
     """
 
-    def __init__(self, export: ArchitectureExport):
+    def __init__(self, export: ArchitectureExport, tokens_per_epoch: int | None = None, reward_constant: float = 80.0):
         self.export = export
+        self.tokens_per_epoch = tokens_per_epoch
+        self.reward_constant = reward_constant
         self.last: dict[str, Any] | None = None
         self._epoch_start = 0.0
         self._lr = float('nan')
@@ -144,34 +167,50 @@ class SearchMonitor(pl.Callback):
     def on_train_epoch_start(self, trainer, module) -> None:
         self._epoch_start = time.perf_counter()
         self._lr = trainer.optimizers[0].param_groups[0]['lr'] if trainer.optimizers else float('nan')
+        if self.tokens_per_epoch is not None:      # the nominal rate (each window scales it by its length)
+            self._lr = getattr(module.training_module, 'lr', self._lr)
 
     def on_train_epoch_end(self, trainer, module) -> None:
         epoch = trainer.current_epoch + 1
         stats = module.finish_epoch()          # already finished by ArchitectureExport: its statistics
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ('child_loss', 'child_acc')}
-        best_reward, export_seconds = self.export.last.reward, self.export.last.seconds
-        seconds = time.perf_counter() - self._epoch_start
-        summary = {
-            'child_loss': metrics.get('child_loss', float('nan')), 'child_acc': metrics.get('child_acc', float('nan')),
-            'mean_reward': stats.get('reward', float('nan')), 'baseline': stats.get('baseline', float('nan')),
-            'entropy': stats.get('entropy', float('nan')), 'ctrl_loss': stats.get('loss', float('nan')),
-            'skip_rate': stats.get('skip_rate'), 'best_reward': best_reward, 'lr': self._lr,
-            'seconds': seconds, 'child_seconds': stats.get('child_seconds', float('nan')),
-            'ctrl_seconds': stats.get('seconds', float('nan')), 'export_seconds': export_seconds,
-            'images_per_s': stats.get('images_per_s', float('nan')),
-        }
+        summary = self._summary(trainer, stats, time.perf_counter() - self._epoch_start)
         self.last = {'epoch': epoch, **summary}
         self._log_tensorboard(trainer, module, epoch, summary)
         nni_report.report_epoch(summary, 'mean_reward')
+        runcontrol.print_line(trainer, f'epoch {epoch}/{trainer.max_epochs}  ' + self._line(summary))
 
-        skip = f'  skip {summary["skip_rate"]:.2f}' if summary['skip_rate'] is not None else ''
-        line = (f'epoch {epoch}/{trainer.max_epochs}  child loss {summary["child_loss"]:.3f} '
-                f'acc {summary["child_acc"]:.3f}  reward {summary["mean_reward"]:.3f} '
-                f'baseline {summary["baseline"]:.3f}  entropy {summary["entropy"]:.2f}{skip}  '
-                f'best {best_reward:.3f}  {seconds:.1f}s (child {summary["child_seconds"]:.1f}s '
-                f'{summary["images_per_s"]:.0f} img/s, controller {summary["ctrl_seconds"]:.1f}s, '
-                f'export {export_seconds:.1f}s)')
-        runcontrol.print_line(trainer, line)
+    def _summary(self, trainer, stats: dict[str, float], seconds: float) -> dict[str, Any]:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k in ('child_loss', 'child_acc', 'child_ppl')}
+        nan = float('nan')
+        summary = {
+            'child_loss': metrics.get('child_loss', nan), 'mean_reward': stats.get('reward', nan),
+            'baseline': stats.get('baseline', nan), 'entropy': stats.get('entropy', nan),
+            'ctrl_loss': stats.get('loss', nan), 'skip_rate': stats.get('skip_rate'),
+            'best_reward': self.export.last.reward, 'lr': self._lr, 'seconds': seconds,
+            'child_seconds': stats.get('child_seconds', nan), 'ctrl_seconds': stats.get('seconds', nan),
+            'export_seconds': self.export.last.seconds,
+        }
+        if self.tokens_per_epoch is None:
+            summary.update(child_acc=metrics.get('child_acc', nan), images_per_s=stats.get('images_per_s', nan))
+        else:
+            best = summary['best_reward']
+            summary.update(child_ppl=metrics.get('child_ppl', nan),
+                           best_valid_ppl=self.reward_constant / best if best > 0 else float('inf'),
+                           tokens_per_s=self.tokens_per_epoch / max(summary['child_seconds'], 1e-9))
+        return summary
+
+    def _line(self, s: dict[str, Any]) -> str:
+        skip = f'  skip {s["skip_rate"]:.2f}' if s['skip_rate'] is not None else ''
+        times = (f'{s["seconds"]:.1f}s (child {s["child_seconds"]:.1f}s {{rate}}, controller {s["ctrl_seconds"]:.1f}s, '
+                 f'export {s["export_seconds"]:.1f}s)')
+        if self.tokens_per_epoch is None:
+            return (f'child loss {s["child_loss"]:.3f} acc {s["child_acc"]:.3f}  reward {s["mean_reward"]:.3f} '
+                    f'baseline {s["baseline"]:.3f}  entropy {s["entropy"]:.2f}{skip}  best {s["best_reward"]:.3f}  '
+                    + times.format(rate=f'{s["images_per_s"]:.0f} img/s'))
+        return (f'child loss {s["child_loss"]:.3f} ppl {s["child_ppl"]:.1f}  reward {s["mean_reward"]:.3f} '
+                f'baseline {s["baseline"]:.3f}  entropy {s["entropy"]:.2f}  best {s["best_reward"]:.3f} '
+                f'(valid ppl {s["best_valid_ppl"]:.1f})  ' + times.format(rate=f'{s["tokens_per_s"]:.0f} tokens/s'))
 
     @staticmethod
     def _log_tensorboard(trainer, module, epoch: int, summary: dict[str, float]) -> None:
@@ -247,30 +286,63 @@ class ExportCopy(pl.Callback):
 # main
 # --------------------------------------------------------------------------------------------
 
-def space_args(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
-    """The search space's constructor arguments of the settings."""
-    common = dict(num_layers=args.layers, channels=args.channels, num_classes=num_classes, dropout=args.dropout)
+def space_args(args: argparse.Namespace, data_size: int) -> dict[str, Any]:
+    """The search space's constructor arguments of the settings (``data_size``: classes, or words for rnn)."""
+    if args.search_for == 'rnn':
+        return _rnn_space_args(args, data_size)
+    common = dict(num_layers=args.layers, channels=args.channels, num_classes=data_size, dropout=args.dropout)
     if args.search_for == 'micro':
         common['num_nodes'] = args.nodes
     return common
 
 
-def build_space(args: argparse.Namespace, num_classes: int):
+def data_size(data) -> int:
+    """What the space is built for: the number of classes of ``(train, valid)`` images, or of words of text."""
+    return len(data.vocabulary) if isinstance(data, TextData) else data[0].num_classes
+
+
+def build_space(args: argparse.Namespace, size: int):
     """The search space of the settings (the one registry: ``architecture.SPACES``)."""
-    return SPACES[args.search_for](**space_args(args, num_classes))
+    return SPACES[args.search_for](**space_args(args, size))
 
 
-def run_identity(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+def run_identity(args: argparse.Namespace, size: int) -> dict[str, Any]:
     """What fixes the shapes of a checkpoint of this search (checkpoints.RunIdentity)."""
-    return {'command': COMMAND, 'space': args.search_for, 'space_args': space_args(args, num_classes),
+    return {'command': COMMAND, 'space': args.search_for, 'space_args': space_args(args, size),
             'lstm_size': args.lstm_size}
 
 
 def check_sizes(args: argparse.Namespace, device) -> None:
-    """Refuse (exit 2) settings whose data, search space, controller or candidate pool cannot fit."""
+    """Refuse (exit 2) settings whose data, search space, controller or candidate pool cannot fit.
+
+    The recurrent space's size depends on the vocabulary: :func:`_load` checks it once the text is read.
+    """
+    if args.search_for == 'rnn':
+        return
     sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=False)
     sizes.check_search_sizes(args.search_for, space_args(args, 10), controller_kwargs(_settings_for(args)),
                              num_candidates=args.num_candidates, ctrl_steps_aggregate=args.ctrl_steps_aggregate)
+
+
+def _rnn_space_args(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
+    rates = {key: getattr(args, key) for key in ('dropout_e', 'dropout_i', 'dropout_x', 'dropout_h', 'dropout_o')}
+    return dict(vocab_size=vocab_size, num_nodes=args.nodes, hidden_size=args.hidden_size, **rates)
+
+
+def _load(args: argparse.Namespace, run_dir: Path | None, device):
+    """The data of the search: ``(train, valid)`` images, or the text (vocabulary of a resumed run kept)."""
+    if args.search_for != 'rnn':
+        return load_data(args.dataset, args.data_dir, split='search', synthetic_size=args.synthetic_size,
+                         valid_size=args.valid_size, seed=args.seed)
+    vocabulary = read_vocabulary(run_dir) if args.resume else None      # a resumed run numbers words as before
+    data = load_text_data(args.dataset, args.data_dir, batch_sizes={'train': args.batch_size, 'valid': args.batch_size},
+                          vocabulary=vocabulary, synthetic_tokens=args.synthetic_size, seed=args.seed, device=device)
+    # the shared weights must fit in memory (a typo such as --hidden-size 1000000000 is refused here)
+    size = supernet_parameters(SPACES['rnn'], **_rnn_space_args(args, len(data.vocabulary)))
+    if size > MAX_PARAMETERS:
+        cli.fail(f'the rnn supernet would have {size:,} shared weights, more than {MAX_PARAMETERS:,} '
+                 f'(--hidden-size {args.hidden_size}, --nodes {args.nodes}, {len(data.vocabulary):,} words)')
+    return data
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -288,47 +360,65 @@ def _main(argv: Sequence[str] | None) -> int:
         args.export = str(Path(trial_dir or '.') / EXPORT_NAME)
     runfolder.check_writable(args.export, '--export', folder=False)
     pl.seed_everything(args.seed, verbose=False)
-    train, valid = load_data(args.dataset, args.data_dir, split='search', synthetic_size=args.synthetic_size,
-                             valid_size=args.valid_size, seed=args.seed)
+    data = _load(args, run_dir, device)
     if checkpoint is not None:
-        check_checkpoint_identity(checkpoint, run_identity(args, train.num_classes))
+        check_checkpoint_identity(checkpoint, run_identity(args, data_size(data)))
 
     run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
                                             prefix=f'search-{args.search_for}', root=trial_dir or 'runs')
     try:
-        return _search(args, train, valid, device, run_dir, checkpoint, done)
+        if isinstance(data, TextData):
+            data.save_vocabulary(run_dir)
+        return _search(args, data, device, run_dir, checkpoint, done)
     finally:
         lock.release()
 
 
-def _search(args: argparse.Namespace, train, valid, device, run_dir: Path, checkpoint: Path | None, done: int) -> int:
+def _search(args: argparse.Namespace, data, device, run_dir: Path, checkpoint: Path | None, done: int) -> int:
     """Build the space and the ENAS trainer, fit, and say how it ended."""
+    text = isinstance(data, TextData)
     if args.resume:
         cli.say(f'resuming {run_dir} after epoch {done} of {args.epochs}')
     else:
+        what = data.describe() if text else f'{len(data[0])} train / {len(data[1])} reward images'
         cli.say(f'searching the {args.search_for} space for {_epochs(args.epochs)} on {args.dataset} '
-                f'({len(train)} train / {len(valid)} reward images, {device.type}); run folder {run_dir}')
+                f'({what}, {device.type}); run folder {run_dir}')
 
-    space = build_space(args, train.num_classes)
+    size = data_size(data)
+    space = build_space(args, size)
     export = ArchitectureExport(run_dir / EXPORT_NAME, space=space, provenance=dict(
-        dataset=args.dataset, seed=args.seed, run_dir=str(run_dir.resolve())))
+        dataset=args.dataset, seed=args.seed, run_dir=str(run_dir.resolve())),
+        vocabulary=data.vocabulary.to_list() if text else None)
     copy = ExportCopy(Path(args.export), run_dir)
-    monitor = SearchMonitor(export)
+    monitor = (SearchMonitor(export, tokens_per_epoch=data.train_tokens, reward_constant=args.reward_constant)
+               if text else SearchMonitor(export))
     # export first (the monitor reads its result), then the drawings of what it wrote
     monitors = [export, copy, monitor, SearchDrawings(run_dir, run_dir / EXPORT_NAME),
-                RunIdentity(run_identity(args, train.num_classes))]
-    trainer, stop = _enas_trainer(args, space, device, train, valid, run_dir, monitors)
+                RunIdentity(run_identity(args, size))]
+    trainer, stop = (_rnn_trainer if text else _enas_trainer)(args, space, device, data, run_dir, monitors)
     how = runcontrol.fit_watched(lambda: trainer.fit(ckpt_path=str(checkpoint) if checkpoint else None), stop)
     status = runcontrol.fit_ending(how, stop, command=COMMAND, run_dir=run_dir, loss='child loss',
-                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=copy.paths())
+                                   epoch=trainer.trainer.current_epoch + 1, epochs=args.epochs, exports=copy.paths(),
+                                   lr_flag='--lr' if text else '--lr-max')
     if status is None:
         _report_done(args, monitor, copy)
     return cli.EXIT_OK if status is None else status
 
 
-def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir: Path,
+def _controller_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The EnasTrainer arguments of the controller phase (the same for every space)."""
+    return dict(
+        grad_clip=args.grad_clip, entropy_weight=args.entropy_weight, skip_weight=args.skip_weight or 0.0,
+        baseline_decay=args.baseline_decay, ctrl_lr=args.ctrl_lr, ctrl_steps_aggregate=args.ctrl_steps_aggregate,
+        ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(_settings_for(args)),
+        num_candidates=args.num_candidates, candidate_batches=args.candidate_batches,
+        reward_train_mode=args.reward_train_mode, cuda_graphs=args.cuda_graphs)
+
+
+def _enas_trainer(args: argparse.Namespace, space, device, data, run_dir: Path,
                   monitors: list[pl.Callback]) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
     """The ENAS trainer of the settings with the run's callbacks, and the stop watcher among them."""
+    train, valid = data
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, augment=True, device=device)
     reward_loader = BatchLoader(valid, args.batch_size, shuffle=True, augment=False, device=device)
     bar = runcontrol.want_progress_bar(args.progress_bar)
@@ -338,13 +428,26 @@ def _enas_trainer(args: argparse.Namespace, space, device, train, valid, run_dir
         space, nn.CrossEntropyLoss(), None, accuracy,
         lambda params: enas_sgd(params, lr_max=lr_max, lr_min=lr_min, weight_decay=wd),
         args.epochs, None, batch_size=args.batch_size, workers=0, device=device.type,
-        grad_clip=args.grad_clip, entropy_weight=args.entropy_weight, skip_weight=args.skip_weight,
-        baseline_decay=args.baseline_decay, ctrl_lr=args.ctrl_lr, ctrl_steps_aggregate=args.ctrl_steps_aggregate,
-        ctrl_steps=args.ctrl_steps, ctrl_kwargs=controller_kwargs(_settings_for(args)),
-        dataloaders=(train_loader, reward_loader), num_candidates=args.num_candidates,
-        candidate_batches=args.candidate_batches, reward_train_mode=args.reward_train_mode,
-        cuda_graphs=args.cuda_graphs, callbacks=callbacks,
+        dataloaders=(train_loader, reward_loader), callbacks=callbacks, **_controller_settings(args),
         trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
+    return trainer, stop
+
+
+def _rnn_trainer(args: argparse.Namespace, space, device, data: TextData, run_dir: Path,
+                 monitors: list[pl.Callback]) -> tuple[EnasTrainer, runcontrol.StopWatcher]:
+    """The same ENAS trainer with the language-model recipe: truncated BPTT, reward c / perplexity."""
+    recipe = LanguageModelTraining(lr=args.lr, bptt=args.bptt, weight_decay=args.weight_decay,
+                                   slowness=args.slowness)
+    # training windows: new random lengths every epoch; rewards: the validation windows in a random order
+    loaders = (data.train_windows(args.bptt, seed=args.seed), RandomOrder(data.windows('valid', args.bptt)))
+    bar = runcontrol.want_progress_bar(args.progress_bar)
+    callbacks, stop = runcontrol.run_callbacks(run_dir, monitors, progress_bar=bar)
+    trainer = EnasTrainer(
+        space, None, None, PerplexityReward(args.reward_constant), None, args.epochs, None,
+        batch_size=args.batch_size, workers=0, device=device.type, dataloaders=loaders, callbacks=callbacks,
+        recipe=recipe, **_controller_settings(args),
+        trainer_kwargs=runcontrol.trainer_kwargs(run_dir, settings=vars(args), progress_bar=bar))
+    loaders[0].epoch_of = fit_epoch(trainer.trainer)       # a resumed run draws the lengths it would have
     return trainer, stop
 
 

@@ -29,7 +29,8 @@
 #   peers-macro-ours    ours on the peers' macro network, 16,384 samples, batch 128            45
 #   peers-macro-nni210  NNI 2.10 EnasTrainer, the same epoch (one, cold)                       45
 #   peers-micro-ours, peers-micro-nni210   the same for micro                                  45 + 45
-#   (rnn-search         joins here when the recurrent-cell search exists: ENAS_RNN_SPEC.md)
+#   rnn                 bench/rnn_search.py at the paper's sizes: child step, reward, controller   90
+#                       update, projected search epoch, retrain tokens/s (graphed windows), batch-1 test
 #
 # Output, in $OUT (else bench/results/gpu/): NN-PART.log each, parts.tsv (part, exit status or
 # "skipped", seconds, limit), memory.csv (GPU memory every second from nvidia-smi; in a dry run
@@ -59,10 +60,9 @@ done
 [ -n "$budget" ] || budget=$([ $dry = 1 ] && echo 160 || echo 465)
 case $budget$min_part in *[!0-9]*) echo "error: --budget and --min-part take whole seconds" >&2; exit 2 ;; esac
 
-PARTS=(tests search-macro search-micro retrain search-macro-eager search-micro-eager retrain-eager
+PARTS=(tests search-macro search-micro retrain rnn search-macro-eager search-micro-eager retrain-eager
        peers-macro-ours peers-macro-nni210 peers-micro-ours peers-micro-nni210)
-# rnn-search: add its name here (after search-micro-eager: the convolutional spaces come first)
-declare -A CAP=([tests]=150 [search-macro]=80 [search-micro]=110 [retrain]=100 [search-macro-eager]=70
+declare -A CAP=([tests]=150 [search-macro]=80 [search-micro]=110 [retrain]=100 [rnn]=90 [search-macro-eager]=70
                 [search-micro-eager]=80 [retrain-eager]=60 [peers-macro-ours]=45 [peers-macro-nni210]=45
                 [peers-micro-ours]=45 [peers-micro-nni210]=45)
 DRY_CAP=50      # every part of a dry run
@@ -99,7 +99,17 @@ command_of() {   # command_of PART: the part's command, one word per line; "skip
     fi
     case $part in
         tests) printf '%s\n' python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda_graphs.py \
-                   tests/test_search_graphs.py tests/test_data.py -k 'gpu or loader_on_cuda' ;;
+                   tests/test_search_graphs.py tests/test_data.py tests/test_language_model.py \
+                   -k 'gpu or loader_on_cuda' ;;
+        rnn)
+            if [ $dry = 1 ]; then
+                printf '%s\n' python3 bench/rnn_search.py --device cpu --hidden-size 8 --nodes 3 --batch-size 4 \
+                    --bptt 5 --vocab 50 --steps 1 --rewards 1 --ctrl-updates 1 --ctrl-steps-aggregate 2 \
+                    --retrain-hidden 8 --retrain-steps 1 --test-windows 2
+            else
+                printf '%s\n' python3 bench/rnn_search.py --device cuda --steps 50 --rewards 50 --ctrl-updates 20 \
+                    --retrain-steps 20 --test-windows 200
+            fi ;;
         search-macro|search-micro)
             space=${part#search-}
             if [ $dry = 1 ]; then search+=(--stand-in-graphs); else search+=(--samples 12800); fi

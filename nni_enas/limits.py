@@ -109,6 +109,12 @@ FLAG_RANGES: dict[str, Range] = {
     # probabilities
     'skip_target': Range(float, 0, 1, open_low=True, open_high=True),
     'baseline_decay': Range(float, 0, 1, open_high=True),
+    # the recurrent cell (search.py --search-for rnn, retrain.py on an rnn architecture)
+    'hidden_size': Range(int, *RNN_ARG_RANGES['hidden_size'][1:]),
+    **{f'dropout_{k}': Range(float, *RNN_ARG_RANGES[f'dropout_{k}'][1:]) for k in 'eixho'},
+    'lr': _RATE, 'bptt': Range(int, 1, 10_000), 'temperature': _RATE, 'reward_constant': _RATE,
+    'activation_l2': _WEIGHT, 'slowness': _WEIGHT, 'averaging_patience': Range(int, 1, 100_000),
+    'valid_batch_size': Range(int, 1, 100_000), 'test_batch_size': Range(int, 1, 100_000),
     # python3 -m nni_enas.draw: pixels per drawing unit (under 0.1 the text would be under 2 pixels, or no font)
     'scale': Range(float, 0.1, 10),
 }

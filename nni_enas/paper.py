@@ -33,6 +33,17 @@ SEARCH = {
         op_bias=[10.0, 10.0, 0.0, 0.0, 0.0],
         group_logit_offset={'normal': [0.25, 0.25, -0.25, -0.25, -0.25]},
     ),
+    # The recurrent cell (ENAS_RNN_SPEC Part 1): the child training of enas_lm (the authors'
+    # corrected code) at the paper's schedule (batch 64: ~414 steps an epoch on PTB, "about 400";
+    # 150 epochs; 2000 controller samples an epoch in updates of 10), the paper's controller.
+    'rnn': dict(
+        epochs=150, batch_size=64, bptt=35, nodes=12, hidden_size=200,
+        dropout_e=0.10, dropout_i=0.20, dropout_x=0.75, dropout_h=0.25, dropout_o=0.75,
+        lr=20.0, weight_decay=8e-7, grad_clip=0.1, slowness=1.0,
+        ctrl_lr=3.5e-4, ctrl_steps=200, ctrl_steps_aggregate=10, entropy_weight=1e-4,
+        baseline_decay=0.99, tanh_constant=2.5, temperature=5.0, lstm_size=100, reward_constant=80.0,
+        reward_train_mode=False,
+    ),
 }
 
 FINAL = {
@@ -46,18 +57,29 @@ FINAL = {
         lr_max=0.05, lr_min=1e-4, weight_decay=4e-4, grad_clip=5.0,
         aux_weight=0.4, drop_path_prob=0.4, cutout=0,
     ),
+    # enas_lm's GPU recipe (fixed_lib.py / fixed.py; ENAS_RNN_SPEC Part 1, Part 2 5.3); its 3000
+    # epochs are ~1.24M steps on PTB (the README says what that costs).
+    'rnn': dict(
+        epochs=3000, batch_size=64, bptt=35, hidden_size=800, init_range=0.05,
+        dropout_e=0.125, dropout_i=0.175, dropout_x=0.725, dropout_h=0.225, dropout_o=0.75,
+        lr=20.0, weight_decay=8e-7, grad_clip=0.25, activation_l2=0.7, slowness=0.0,
+        weight_averaging=True, averaging_patience=10, valid_batch_size=64, test_batch_size=1,
+    ),
 }
 
 # Table 2 of the paper, for comparison with what retrain.py reports.
 PAPER_RESULTS = {
     'paper-macro': dict(params_m=21.3, test_error=4.23),
     'paper-micro': dict(params_m=4.6, test_error=3.54, test_error_cutout=2.89),
+    # PTB test perplexity of the ICML version (56.3; arXiv v1: 55.8, with the TF test-loss cap), "24M" parameters
+    'paper-rnn': dict(params_m=24.0, test_ppl=56.3),
 }
 
 
 def controller_kwargs(settings: dict) -> dict:
     """The ReinforceController arguments among a SEARCH entry (or CLI namespace as dict)."""
-    keys = ('lstm_size', 'tanh_constant', 'op_tanh_reduce', 'skip_target', 'op_bias', 'group_logit_offset')
+    keys = ('lstm_size', 'tanh_constant', 'op_tanh_reduce', 'skip_target', 'op_bias', 'group_logit_offset',
+            'temperature')
     return {k: settings[k] for k in keys if k in settings}
 
 
@@ -67,6 +89,19 @@ _SCHEDULE_FLAGS = {
     'lr_min': ('number', 'cosine schedule minimum'),
 }
 _CLIP_FLAG = {'grad_clip': ('number', 'global gradient-norm clip, 0 = off')}
+# The recurrent cell's widths and dropouts, and its SGD (both commands).
+_RNN_WIDTH_FLAGS = {
+    'hidden_size': ('number', 'rnn: hidden size of the cell, also the embedding size (the decoder is tied)'),
+    'dropout_e': ('number', 'rnn: drop rate of whole embedding rows (words)'),
+    'dropout_i': ('number', 'rnn: drop rate of the embedded input (locked over the window)'),
+    'dropout_x': ('number', 'rnn: drop rate of x_t into node 0 (locked)'),
+    'dropout_h': ('number', 'rnn: drop rate of h_{t-1} and of every node\'s input (locked)'),
+    'dropout_o': ('number', 'rnn: drop rate of the cell output before the decoder (locked)'),
+}
+_RNN_SGD_FLAGS = {
+    'lr': ('number', 'rnn: SGD learning rate of a --bptt window (a window of T steps uses lr * T / bptt)'),
+    'bptt': ('number', 'rnn: truncated-BPTT window length (each window\'s length random around it, as enas_lm)'),
+}
 
 # What each setting means, as the commands' help says it: ``{group: {key: (kind, help)}}``.
 # Every key is a flag (``--key-with-dashes``) defaulting to the table above for the chosen space;
@@ -76,15 +111,21 @@ SEARCH_FLAGS = {
     'what to search': {
         'layers': ('number', 'macro: number of layers; micro: normal cells (2 per stage in search)'),
         'channels': ('number', 'width of the first stage'),
-        'nodes': ('number', 'micro only: computational nodes per cell'),
+        'nodes': ('number', 'micro: computational nodes per cell; rnn: nodes of the cell (node 0 and the '
+                           'searched ones)'),
         'dropout': ('number', 'dropout before the classifier'),
+        **_RNN_WIDTH_FLAGS,
     },
     'shared weights (child models)': {
         'epochs': ('number', 'search epochs'),
         'batch_size': ('number', 'minibatch size of the child steps and the reward batches'),
         **_SCHEDULE_FLAGS,
-        'weight_decay': ('number', 'SGD weight decay'),
+        **_RNN_SGD_FLAGS,
+        'weight_decay': ('number', 'SGD weight decay (rnn: the penalty wd * sum(w^2) of enas_lm, on the '
+                                   'weights each step trains)'),
         **_CLIP_FLAG,
+        'slowness': ('number', 'rnn: weight of the slowness regulariser, the mean squared change of the cell '
+                               'output from one step to the next'),
     },
     'controller': {
         'ctrl_lr': ('number', 'Adam learning rate'),
@@ -96,7 +137,9 @@ SEARCH_FLAGS = {
         'baseline_decay': ('number', 'decay of the moving-average reward baseline'),
         'tanh_constant': ('number', 'logits become c*tanh(logits)'),
         'op_tanh_reduce': ('number', 'op decisions use tanh-constant / this'),
+        'temperature': ('number', 'rnn: logits are divided by it before the tanh'),
         'lstm_size': ('number', 'controller LSTM units'),
+        'reward_constant': ('number', 'rnn: the reward is this constant / the validation perplexity'),
         'reward_train_mode': ('switch', 'score rewards with batch-statistics BN and dropout on (TF micro) '
                                         'instead of inference mode (TF macro)'),
     },
@@ -104,6 +147,7 @@ SEARCH_FLAGS = {
 
 FINAL_FLAGS = {
     'what to train': {
+        **_RNN_WIDTH_FLAGS,
         'layers': ('number', 'micro: normal cells (5 per stage); macro: layers, the file\'s own depth unless '
                             'given (a macro architecture only exists at its depth)'),
         'channels': ('number', 'width of the first stage (doubles at each reduction)'),
@@ -111,13 +155,25 @@ FINAL_FLAGS = {
         'aux_weight': ('number', 'micro: weight of the auxiliary head\'s loss, 0 = no auxiliary head'),
         'drop_path_prob': ('number', 'micro: drop-path probability of the last cell at the end of training '
                                        '(scaled by depth and training progress)'),
+        'init_range': ('number', 'rnn: every weight starts uniform in [-x, x]'),
     },
     'training recipe': {
         'epochs': ('number', 'training epochs'),
         'batch_size': ('number', 'training minibatch size per device'),
         **_SCHEDULE_FLAGS,
-        'weight_decay': ('number', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss)'),
+        **_RNN_SGD_FLAGS,
+        'weight_decay': ('number', 'SGD weight decay (the TF code\'s L2 2e-4 on the loss; rnn: the penalty '
+                                   'wd * sum(w^2) of enas_lm)'),
         **_CLIP_FLAG,
+        'activation_l2': ('number', 'rnn: weight of the mean square of the cell outputs'),
+        'slowness': ('number', 'rnn: weight of the slowness regulariser (mean squared change of the cell output)'),
+        'weight_averaging': ('switch', 'rnn: evaluate with the running mean of the weights once the validation '
+                                       'perplexity stalls (NT-ASGD, as enas_lm)'),
+        'averaging_patience': ('number', 'rnn: averaging starts when the validation perplexity is worse than '
+                                        'the best one of all but the last this many epochs'),
+        'valid_batch_size': ('number', 'rnn: rows of the validation text (evaluated with the state carried)'),
+        'test_batch_size': ('number', 'rnn: rows of the test text (1 = the whole text in one stream; more is '
+                                     'faster and a little pessimistic at the row starts)'),
         'cutout': ('number', 'side of the cutout square in pixels, 0 = off, at most the image side; 16 for '
                              'the paper\'s "+ CutOut" row'),
     },

@@ -87,6 +87,28 @@ def test_experiment_yml_is_valid_nni_config():
         tuner.generate_parameters(2)
 
 
+def test_experiment_rnn_yml_runs_the_recurrent_search(monkeypatch):
+    """The variant for the recurrent cell: valid for nnictl, and its trial command parses as an rnn search."""
+    from nni.algorithms.hpo.gridsearch_tuner import GridSearchTuner
+    import search
+
+    raw, canon = _load_config(REPO / 'experiment-rnn.yml')
+    assert canon.search_space == {'search_for': {'_type': 'choice', '_value': ['rnn']}}
+    assert canon.tuner.name == 'GridSearch' and canon.max_trial_number == 1
+    assert canon.training_service.platform == 'local' and Path(canon.trial_code_directory) == REPO
+    command = canon.trial_command.split()
+    assert command[:2] == ['python3', 'search.py']
+    tuner = GridSearchTuner()
+    tuner.update_search_space(canon.search_space)
+    params = tuner.generate_parameters(0)
+    # what the trial does with the tuner's parameters: the flags of the paper's rnn search
+    monkeypatch.setattr(search.nni_report, 'apply_tuner_parameters',
+                        lambda args, parser: vars(args).update(params) or dict(params))
+    args, _ = search.parse(command[2:])
+    assert (args.search_for, args.dataset) == ('rnn', 'ptb')
+    assert args.hidden_size == search.SEARCH['rnn']['hidden_size'] and args.lr_max is None
+
+
 def _commented_training_services(text):
     """The commented-out ``# trainingService:`` blocks of experiment.yml, uncommented."""
     lines = text.splitlines()

@@ -310,7 +310,7 @@ def test_bad_input_is_one_error_line_and_exit_2_before_training(tmp_path, capsys
         (['--arc', 'paper-micro', '--seed', str(2**32)], 'argument --seed: expected an integer from 0 to 4294967295'),
         (['--arc', 'paper-micro', '--dataset', 'imagefolder', '--data-dir', str(tmp_path / 'no-data')],
          'image folder not found'),     # (not cifar10: that would try to download it)
-        ([], '--arc PATH|paper-macro|paper-micro is required'),
+        ([], '--arc PATH|paper-macro|paper-micro|paper-rnn is required'),
     ]
     for argv, message in cases:
         out = tmp_path / 'never'

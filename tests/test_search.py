@@ -385,7 +385,7 @@ BAD_INPUTS = {
     'negative epochs': (['--search-for', 'macro', '--epochs', '-3'], '--epochs'),
     'zero batch size': (['--search-for', 'micro', '--batch-size', '0'], '--batch-size'),
     'unknown space': (['--search-for', 'nasnet'], "invalid choice: 'nasnet'"),
-    'no space': ([], '--search-for macro|micro is required'),
+    'no space': ([], '--search-for macro|micro|rnn is required'),
     'lr min above max': (['--search-for', 'macro', '--lr-max', '0.01', '--lr-min', '0.1'], 'larger than --lr-max'),
     'nodes for macro': (['--search-for', 'macro', '--nodes', '3'], 'only for --search-for micro'),
     'cuda graphs on': (['--search-for', 'macro', '--cuda-graphs', 'on'], "invalid choice: 'on'"),

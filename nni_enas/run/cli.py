@@ -39,8 +39,9 @@ __all__ = [
     'CliError', 'TerminateRequest', 'ArgumentParser', 'fail', 'run_main', 'say',
     'int_at_least', 'positive_int', 'non_negative_int', 'seed_value', 'positive_float', 'non_negative_float',
     'fraction', 'ranged', 'finished', 'resolve_device',
-    'paper_default', 'add_paper_flags', 'paper_keys', 'fill_paper_defaults', 'parse_args_explicit',
-    'add_data_options', 'add_run_options',
+    'paper_default', 'add_paper_flags', 'paper_keys', 'fill_paper_defaults', 'foreign_settings',
+    'parse_args_explicit', 'add_data_options', 'fill_data_defaults', 'add_run_options',
+    'IMAGE_DATASETS', 'TEXT_DATASETS',
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -313,6 +314,11 @@ def fill_paper_defaults(args: argparse.Namespace, settings: dict[str, Any], keys
     return filled
 
 
+def foreign_settings(table: dict[str, dict[str, Any]], space: str, keys: Sequence[str], given: set[str]) -> list[str]:
+    """The settings among ``keys`` the user gave (``given``) that the ``space``'s column of ``table`` lacks."""
+    return [key for key in keys if key in given and key not in table[space]]
+
+
 class _NotGiven:
     def __repr__(self):
         return '<not given>'
@@ -336,20 +342,48 @@ def parse_args_explicit(parser: argparse.ArgumentParser, argv: Sequence[str] | N
 # option groups both commands have
 # --------------------------------------------------------------------------------------------
 
-def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str):
+IMAGE_DATASETS = ('cifar10', 'imagefolder', 'synthetic')
+TEXT_DATASETS = ('ptb', 'wikitext2', 'textfolder', 'synthetic')
+# --synthetic-size when not given: images (macro, micro), tokens of training text (rnn)
+SYNTHETIC_DEFAULTS = {'images': 1024, 'text': 20_000}
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, cifar10_use: str, text_use: str):
     """The ``data`` option group: ``--dataset``, ``--data-dir``, ``--synthetic-size`` (returned,
-    to add script-specific data options). ``cifar10_use`` says how the script splits CIFAR-10."""
+    to add script-specific data options). ``cifar10_use`` says how the script splits CIFAR-10,
+    ``text_use`` how it uses a text's three files. The image spaces take images, the rnn space
+    text; :func:`fill_data_defaults` picks the default of each and refuses the other kind."""
     g = parser.add_argument_group('data')
-    g.add_argument('--dataset', choices=['cifar10', 'imagefolder', 'synthetic'], default='cifar10',
-                   help=f'cifar10 ({cifar10_use}), imagefolder (one sub-folder per class, or train/ and val/ '
-                        f'or test/ sub-folders of them; every image is resized to 32x32) or synthetic '
-                        f'(random images, to try things) (default: %(default)s)')
+    g.add_argument('--dataset', choices=[*IMAGE_DATASETS[:2], *TEXT_DATASETS[:3], 'synthetic'], default=None,
+                   help=f'macro, micro: cifar10 ({cifar10_use}), imagefolder (one sub-folder per class, or train/ '
+                        f'and val/ or test/ sub-folders of them; every image is resized to 32x32) or synthetic '
+                        f'(random images, to try things); rnn: ptb (ptb.train.txt, ptb.valid.txt, ptb.test.txt '
+                        f'in --data-dir, downloaded there when missing), wikitext2 (wiki.*.tokens), textfolder '
+                        f'(your own train.txt, valid.txt and test.txt: one sentence per line, words separated '
+                        f'by spaces, rare words written <unk>) or synthetic (generated text); {text_use} '
+                        f'(default: cifar10; rnn: ptb)')
     g.add_argument('--data-dir', default='./data', metavar='DIR',
-                   help='where the data is: the folder holding cifar-10-batches-py, or the image folder '
-                        '(default: %(default)s)')
-    g.add_argument('--synthetic-size', type=ranged('synthetic_size'), default=1024, metavar='N',
-                   help='images of --dataset synthetic (default: %(default)s)')
+                   help='where the data is: the folder holding cifar-10-batches-py, the image folder, or the '
+                        'folder of the text files (default: %(default)s)')
+    g.add_argument('--synthetic-size', type=ranged('synthetic_size'), default=None, metavar='N',
+                   help=f'--dataset synthetic: images (default: {SYNTHETIC_DEFAULTS["images"]}); rnn: tokens of '
+                        f'training text (default: {SYNTHETIC_DEFAULTS["text"]})')
     return g
+
+
+def fill_data_defaults(args: argparse.Namespace, *, text: bool) -> None:
+    """``--dataset`` and ``--synthetic-size`` for images or ``text``, if not given; another kind's dataset fails."""
+    kind = 'text' if text else 'images'
+    datasets = TEXT_DATASETS if text else IMAGE_DATASETS
+    if args.dataset is None:
+        args.dataset = datasets[0]
+    elif args.dataset not in datasets:
+        choices = ', '.join(datasets[:-1]) + ' or ' + datasets[-1]
+        if text:
+            fail(f'--dataset {args.dataset} holds images (for macro and micro); the rnn space needs text: {choices}')
+        fail(f'--dataset {args.dataset} is text (for rnn); macro and micro need images: {choices}')
+    if args.synthetic_size is None:
+        args.synthetic_size = SYNTHETIC_DEFAULTS[kind]
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, device_note: str, output_holds: str, run_name: str,

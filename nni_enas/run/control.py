@@ -259,13 +259,14 @@ def fit_watched(fit: Callable[[], Any], stop: StopWatcher) -> str | None:
 
 
 def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Path, epoch: int, epochs: int,
-               loss: str, exports: Sequence[Path] = (), lead: bool = True) -> int | None:
+               loss: str, exports: Sequence[Path] = (), lead: bool = True, lr_flag: str = '--lr-max') -> int | None:
     """Say how a fit that did not complete ended (``how`` from :func:`fit_watched`); its exit status.
 
     ``None`` when it completed. A NaN/inf ``loss``, a diverged controller, out of memory or a full
     disk is one ``error:`` line and status 1; a checkpoint that does not fit, one line and status 2;
     a signal says what is saved and how to go on (``--resume``, or start again when no epoch was
-    saved), status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints.
+    saved), status 130 / 143. Only the ``lead`` process (data-parallel rank 0) prints. ``lr_flag`` is the
+    learning-rate option the NaN message suggests lowering.
     """
     if how is None:
         return None
@@ -277,7 +278,7 @@ def fit_ending(how: str | None, stop: StopWatcher, *, command: str, run_dir: Pat
         what = (f'the {loss} became NaN/inf' if how == 'nonfinite'
                 else 'the controller diverged (NaN/inf in its probabilities, loss, weights or baseline)')
         say(f'error: {what} in epoch {epoch}/{epochs}; stopped ({saved_state(run_dir, exports)}); '
-            f'try a lower {"--lr-max" if how == "nonfinite" else "--ctrl-lr"}', file=sys.stderr)
+            f'try a lower {lr_flag if how == "nonfinite" else "--ctrl-lr"}', file=sys.stderr)
     elif how == 'resource':
         then = ''
         if stop.failure.kind == 'disk':     # the settings stay: once there is space, the run can go on

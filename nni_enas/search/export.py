@@ -65,8 +65,8 @@ class EpochExport:
     controller_version: int = 0
 
 
-def export_record(space, export: EpochExport, **provenance) -> dict[str, Any]:
-    """The ``exported.json`` record of ``export`` (our :class:`MacroSpace`/:class:`MicroSpace` only)."""
+def export_record(space, export: EpochExport, *, vocabulary: list[str] | None = None, **provenance) -> dict[str, Any]:
+    """The ``exported.json`` record of ``export`` (our spaces only), with the recurrent space's ``vocabulary``."""
     from nni_enas.architecture import architecture_record
     if not (hasattr(space, 'name') and hasattr(space, 'args')):
         raise TypeError(f'exported.json holds architectures of nni_enas spaces (MacroSpace, MicroSpace), not of '
@@ -76,16 +76,19 @@ def export_record(space, export: EpochExport, **provenance) -> dict[str, Any]:
                  greedy=export.greedy)
     # facts first, then time and provenance; the export's facts win over provenance fields of the same name
     fields = {**facts, 'time': time.strftime('%Y-%m-%dT%H:%M:%S'), **provenance, **facts}
+    if vocabulary is not None:
+        fields['vocabulary'] = vocabulary         # a top-level field of the record, not provenance
     return architecture_record(space, export.arch, **fields)
 
 
-def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space, export: EpochExport,
-                   **provenance) -> dict[str, Any]:
+def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space, export: EpochExport, *,
+                   vocabulary: list[str] | None = None, **provenance) -> dict[str, Any]:
     """Write ``export`` as ``exported.json`` (our format) to one path or several; returns the record.
 
     The record is validated against ``space`` and written atomically (temp file, then rename)
     by :func:`nni_enas.architecture.save_architecture`. ``provenance`` adds fields (e.g.
-    ``dataset``, ``seed``, ``epochs``, ``run_dir``).
+    ``dataset``, ``seed``, ``epochs``, ``run_dir``); ``vocabulary`` (the recurrent space: the
+    words, id = index) becomes the record's ``"vocabulary"``.
 
     Examples
     --------
@@ -94,7 +97,7 @@ def write_exported(paths: str | os.PathLike | Sequence[str | os.PathLike], space
     """
     from nni_enas.architecture import save_architecture
     from nni_enas.files import write_json_atomic
-    record = export_record(space, export, **provenance)
+    record = export_record(space, export, vocabulary=vocabulary, **provenance)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     for i, path in enumerate(paths):
         if i == 0:
@@ -125,6 +128,8 @@ class ArchitectureExport(pl.Callback):
         Extra provenance fields, or a callable ``(trainer) -> dict`` evaluated at each epoch
         (``epochs`` defaults to the trainer's ``max_epochs``; the export's own fields, such as
         ``epoch`` and ``reward``, cannot be overridden).
+    vocabulary
+        The recurrent space's words (id = index), written as the record's ``"vocabulary"``.
 
     Attributes
     ----------
@@ -141,13 +146,15 @@ class ArchitectureExport(pl.Callback):
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None, space=None,
-                 provenance: dict[str, Any] | Callable[[pl.Trainer], dict[str, Any]] | None = None):
+                 provenance: dict[str, Any] | Callable[[pl.Trainer], dict[str, Any]] | None = None,
+                 vocabulary: list[str] | None = None):
         if paths is not None and space is None:
             raise ValueError('ArchitectureExport needs the space to write exported.json')
         self.paths = None if paths is None else [Path(p) for p in
                                                  ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         self.space = space
         self.provenance = provenance
+        self.vocabulary = vocabulary
         self.last: EpochExport | None = None
         self.record: dict[str, Any] | None = None
 
@@ -155,4 +162,5 @@ class ArchitectureExport(pl.Callback):
         self.last = pl_module.export_epoch()
         if self.paths:
             extra = self.provenance(trainer) if callable(self.provenance) else dict(self.provenance or {})
-            self.record = write_exported(self.paths, self.space, self.last, **{'epochs': trainer.max_epochs, **extra})
+            self.record = write_exported(self.paths, self.space, self.last, vocabulary=self.vocabulary,
+                                         **{'epochs': trainer.max_epochs, **extra})

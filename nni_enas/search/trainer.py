@@ -80,6 +80,12 @@ class EnasTrainer:
         after every epoch; needs a :class:`~nni_enas.MacroSpace` / :class:`~nni_enas.MicroSpace`.
     callbacks, trainer_kwargs
         Extra Lightning callbacks and ``pl.Trainer`` arguments (e.g. ``default_root_dir``, ``logger``).
+    recipe
+        The recipe that trains each child model, instead of
+        ``ChildTraining(loss, optimizer, lr_scheduler, metrics, aux_weight)`` (then ``loss``,
+        ``metrics``, ``optimizer``, ``lr_scheduler`` and ``aux_weight`` are not used): e.g.
+        :class:`~nni_enas.training.language_model.LanguageModelTraining` for the recurrent space,
+        with ``reward_function=PerplexityReward()``.
 
     Every numeric argument is checked before the space is touched (``num_epochs`` and
     ``batch_size`` >= 1, ``workers`` >= 0, ``aux_weight`` >= 0, and those of
@@ -103,7 +109,7 @@ class EnasTrainer:
                  candidate_batches: int = 1, reward_train_mode: bool = False, aux_weight: float = 0.4,
                  callbacks: list | None = None, trainer_kwargs: dict[str, Any] | None = None,
                  reward_metric_name: str | None = None, reward_metric_mode: str | None = None,
-                 cuda_graphs: str = 'auto', export_path: str | None = None):
+                 cuda_graphs: str = 'auto', export_path: str | None = None, recipe=None):
         # Every argument checked before the space is turned into a supernet (in place).
         for name, value, low in (('num_epochs', num_epochs, 1), ('batch_size', batch_size, 1), ('workers', workers, 0)):
             check_number(name, value, low=low, integer=True)
@@ -120,7 +126,8 @@ class EnasTrainer:
         self.device = device
         self.strategy = Enas()
         self.supernet = self.strategy.mutate_model(model)
-        recipe = ChildTraining(loss, optimizer, lr_scheduler, metrics=metrics, aux_weight=aux_weight)
+        if recipe is None:
+            recipe = ChildTraining(loss, optimizer, lr_scheduler, metrics=metrics, aux_weight=aux_weight)
         self.module = EnasModule(
             recipe, reward_function=reward_function, reward_metric_name=reward_metric_name,
             reward_metric_mode=reward_metric_mode, cuda_graphs=cuda_graphs, grad_clip=grad_clip,
