@@ -113,6 +113,7 @@ FLAG_RANGES: dict[str, Range] = {
     'hidden_size': Range(int, *RNN_ARG_RANGES['hidden_size'][1:]),
     **{f'dropout_{k}': Range(float, *RNN_ARG_RANGES[f'dropout_{k}'][1:]) for k in 'eixho'},
     'lr': _RATE, 'bptt': Range(int, 1, 10_000), 'temperature': _RATE, 'reward_constant': _RATE,
+    'init_range': Range(float, 0, 10, open_low=True),
     'activation_l2': _WEIGHT, 'slowness': _WEIGHT, 'averaging_patience': Range(int, 1, 100_000),
     'valid_batch_size': Range(int, 1, 100_000), 'test_batch_size': Range(int, 1, 100_000),
     # python3 -m nni_enas.draw: pixels per drawing unit (under 0.1 the text would be under 2 pixels, or no font)

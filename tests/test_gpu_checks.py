@@ -24,10 +24,11 @@ sys.path.insert(0, str(ROOT / 'bench'))
 
 import gpu_summary  # noqa: E402
 import retrain_loop  # noqa: E402
+import rnn_search  # noqa: E402
 import search_epoch  # noqa: E402
 
 SCRIPT = ROOT / 'bench' / 'gpu_checks.sh'
-ORDER = ['tests', 'search-macro', 'search-micro', 'retrain', 'search-macro-eager', 'search-micro-eager',
+ORDER = ['tests', 'search-macro', 'search-micro', 'retrain', 'rnn', 'search-macro-eager', 'search-micro-eager',
          'retrain-eager', 'peers-macro-ours', 'peers-macro-nni210', 'peers-micro-ours', 'peers-micro-nni210']
 
 
@@ -61,6 +62,10 @@ def test_every_part_runs_a_command_its_script_accepts(tmp_path, dry):
         elif argv[1] == 'bench/retrain_loop.py':
             args = retrain_loop.parse_args(argv[2:])
             assert args.impls == (['ours'] if part == 'retrain-eager' else ['ours', 'hand_written'])
+        elif argv[1] == 'bench/rnn_search.py':
+            args = rnn_search.parse_args(argv[2:])
+            assert args.device == ('cpu' if dry else 'cuda')
+            assert (args.hidden_size, args.nodes, args.vocab) == ((8, 3, 50) if dry else (200, 12, 10000))
         else:
             assert argv[0] == 'env' and argv[1].startswith('PYTHONPATH=') and argv[3].endswith('bench_epoch.py')
 
