@@ -147,16 +147,6 @@ def test_retrain_and_draw_refuse_such_a_file_with_one_line(space, message, tmp_p
     assert files_under(tmp_path) == before
 
 
-def test_a_space_without_a_search_or_final_recipe_here_is_one_line(tmp_path, capsys, monkeypatch):
-    # the recurrent space is in the registry (draw, files) before its search and retrain are
-    monkeypatch.chdir(tmp_path)
-    status, _, err = call(search.main, ['--search-for', 'rnn', '--dataset', 'synthetic'], capsys)
-    assert status == 2 and "argument --search-for: invalid choice: 'rnn'" in one_error_line(err)
-    status, _, err = call(retrain.main, ['--arc', 'paper-rnn', '--dataset', 'synthetic', '--device', 'cpu'], capsys)
-    assert status == 2 and 'a rnn architecture; retrain.py trains macro and micro networks' in one_error_line(err)
-    assert files_under(tmp_path) == []
-
-
 # --------------------------------------------------------------------------------------------
 # sizes that cannot fit: refused before any work, with the estimate
 # --------------------------------------------------------------------------------------------
