@@ -335,14 +335,14 @@ class TextRetrainMonitor(RetrainMonitor):
     def on_train_epoch_end(self, trainer, module) -> None:
         epoch = trainer.current_epoch + 1
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k in ('child_loss', 'child_ppl', 'val_loss', 'val_ppl')}
+                   if k in ('train_loss', 'train_ppl', 'val_loss', 'val_ppl')}
         nan = float('nan')
         val_ppl = metrics.get('val_ppl', nan)
         if not val_ppl >= self.best_acc:       # also when best is still NaN
             self.best_acc, self.best_epoch = val_ppl, epoch
         seconds = time.perf_counter() - self._epoch_start
         summary = {
-            'train_loss': metrics.get('child_loss', nan), 'train_ppl': metrics.get('child_ppl', nan),
+            'train_loss': metrics.get('train_loss', nan), 'train_ppl': metrics.get('train_ppl', nan),
             'val_loss': metrics.get('val_loss', nan), 'val_ppl': val_ppl, 'best_val_ppl': self.best_acc,
             'averaging': float(module.trigger.fired), 'lr': self.nominal_lr, 'seconds': seconds,
             'tokens_per_s': self.images_per_epoch / (self._train_seconds or seconds),
@@ -557,13 +557,12 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
     module = LanguageModelTraining(lr=args.lr, bptt=args.bptt, weight_decay=args.weight_decay,
                                    slowness=args.slowness, activation_l2=args.activation_l2,
                                    weight_averaging=args.weight_averaging, averaging_patience=args.averaging_patience,
-                                   cuda_graphs=args.cuda_graphs)
+                                   cuda_graphs=args.cuda_graphs, log_prefix='train_')
     module.set_model(net)
     monitor = TextRetrainMonitor(data.train_tokens, args.lr)
     bar = runcontrol.want_progress_bar(args.progress_bar)
     callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor], progress_bar=bar,
-                                               after_last_step='(last step + validation)',
-                                               rename={'child_loss': 'train_loss', 'child_ppl': 'train_ppl'})
+                                               after_last_step='(last step + validation)')
     trainer = pl.Trainer(
         max_epochs=args.epochs, precision='32-true', gradient_clip_val=args.grad_clip or None,
         gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50, callbacks=callbacks,

@@ -171,7 +171,7 @@ def test_search_export_retrain_end_to_end(text, tmp_path, capsys, monkeypatch):
     assert f'test perplexity {result["test_ppl"]:.2f}' in out
     assert finals[:3] == [('epoch', 'val_ppl')] * 3 and finals[3][:2] == ('final', 'test_ppl')
     assert finals[3][2]['test_ppl'] == result['test_ppl']
-    assert {'child_loss', 'child_ppl', 'val_ppl', 'val_loss', 'retrain/tokens_per_s', 'retrain/best_val_ppl',
+    assert {'train_loss', 'train_ppl', 'val_ppl', 'val_loss', 'retrain/tokens_per_s', 'retrain/best_val_ppl',
             'test_ppl'} <= scalar_tags('retrain/tensorboard')
     assert Path('retrain/architecture.png').is_file() and Path('retrain/checkpoints/last.ckpt').is_file()
 
@@ -301,10 +301,10 @@ BAD_SEARCHES = {
     'folder without train.txt': (['--dataset', 'textfolder', '--data-dir', '{bad}/no-train'], 'train.txt'),
     'empty train.txt': (['--dataset', 'textfolder', '--data-dir', '{bad}/empty'], 'train.txt'),
     'image dataset': (['--dataset', 'cifar10'], 'needs text'),
-    'hidden 1e9': (['--hidden-size', '1000000000'], '--hidden-size 1000000000: the rnn space takes at most'),
+    'hidden 1e9': (['--hidden-size', '1000000000'], 'argument --hidden-size: expected an integer from 1 to 65536'),
     'supernet too large': (['--dataset', 'textfolder', '--data-dir', '{text}', '--hidden-size', '60000', '--nodes',
-                            '60'], 'shared weights'),
-    'nodes 0': (['--nodes', '0'], 'expected a positive integer'),
+                            '16'], 'shared weights'),
+    'nodes 0': (['--nodes', '0'], 'argument --nodes: expected an integer from 1 to 16'),
     'cnn option': (['--lr-max', '0.1'], '--lr-max is only for --search-for macro or micro'),
     'valid size': (['--valid-size', '10'], '--valid-size is only for --search-for macro or micro'),
 }
@@ -335,7 +335,7 @@ BAD_RETRAINS = {
     'vocabulary size mismatch': (['--arc', '{bad}/mismatch.json'], 'vocab'),
     'word not in the vocabulary': (['--arc', '{bad}/good.json'], 'cat'),
     'test word unknown': (['--arc', 'paper-rnn', '--data-dir', '{bad}/other'], 'zebras'),
-    'hidden 1e9': (['--arc', 'paper-rnn', '--hidden-size', '1000000000'], 'hidden_size'),
+    'hidden 1e9': (['--arc', 'paper-rnn', '--hidden-size', '1000000000'], 'argument --hidden-size'),
     'cnn option': (['--arc', 'paper-rnn', '--cutout', '4'], '--cutout is only for image (macro, micro) architectures'),
     'missing folder': (['--arc', 'paper-rnn', '--data-dir', '{bad}/none'], 'none'),
 }

@@ -18,7 +18,7 @@ ENAS language-model code (enas_lm; ENAS_RNN_SPEC Part 1 and Part 2 3.2, 5.3):
   dropout (:func:`slowness_penalty` during the search, :func:`activation_l2` in the final
   training) and weight decay ``wd * sum(w ** 2)`` (enas_lm's form: SGD's ``weight_decay = 2 wd``;
   it applies to the parameters the step trained, i.e. the sampled cell's shared weights);
-* perplexity is the metric: ``child_loss``/``child_ppl`` per training epoch (with dropout, as
+* perplexity is the metric: ``child_loss``/``child_ppl`` (``train_*`` in retraining) per training epoch (with dropout, as
   trained), ``val_loss``/``val_ppl`` and ``test_loss``/``test_ppl`` over a whole split from a zero
   state with the state carried, without dropout and without any loss cap (the official TF code
   capped each test batch's loss, a bug its authors fixed);
@@ -154,12 +154,13 @@ class LanguageModelTraining(LightningModule):
 
     def __init__(self, *, lr: float = 20.0, bptt: int = 35, weight_decay: float = 0.0, slowness: float = 0.0,
                  activation_l2: float = 0.0, weight_averaging: bool = False, averaging_patience: int = 10,
-                 cuda_graphs: str = 'auto'):
+                 cuda_graphs: str = 'auto', log_prefix: str = 'child_'):
         super().__init__()
         if lr <= 0 or bptt < 1:
             raise ValueError(f'lr must be positive and bptt at least 1, got lr={lr}, bptt={bptt}')
         use_cuda_graphs(cuda_graphs, None)        # ValueError now on a bad mode, not at fit time
         self.cuda_graphs = cuda_graphs
+        self.log_prefix = log_prefix        # 'child_' in a search, 'train_' in retraining (as ChildTraining)
         self.window_graphs: WindowGraphs | None = None
         self.lr, self.bptt = lr, bptt
         self.weight_decay, self.slowness, self.activation_l2 = weight_decay, slowness, activation_l2
@@ -270,8 +271,8 @@ class LanguageModelTraining(LightningModule):
         tokens = int(self._sums[1])
         loss = self._sums[0] / self._sums[1]
         kwargs = dict(on_step=False, on_epoch=True, batch_size=max(tokens, 1))
-        self.log('child_loss', loss, prog_bar=True, **kwargs)
-        self.log('child_ppl', torch.exp(loss.clamp(max=_MAX_LOSS)), prog_bar=True, **kwargs)
+        self.log(f'{self.log_prefix}loss', loss, prog_bar=True, **kwargs)
+        self.log(f'{self.log_prefix}ppl', torch.exp(loss.clamp(max=_MAX_LOSS)), prog_bar=True, **kwargs)
         self._sums = None
 
     def on_train_epoch_end(self):
