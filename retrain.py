@@ -368,10 +368,12 @@ def _arc_name(arc: str) -> str:
     return Path(arc).stem if Path(arc).suffix == '.json' else Path(arc).name
 
 
-def run_identity(record: dict[str, Any], overrides: dict[str, Any], num_classes: int) -> dict[str, Any]:
-    """What fixes the shapes of a checkpoint of this run (checkpoints.RunIdentity): the network trained."""
+def run_identity(record: dict[str, Any], overrides: dict[str, Any], num_classes: int | None = None) -> dict[str, Any]:
+    """What fixes the shapes of a checkpoint of this run (checkpoints.RunIdentity): the network trained
+    (an rnn's vocabulary size is among its ``overrides``)."""
+    extra = {} if num_classes is None else {'num_classes': num_classes}
     return {'command': COMMAND, 'space': record['space'], 'arch': record['arch'],
-            'space_args': {**record.get('space_args', {}), **overrides, 'num_classes': num_classes}}
+            'space_args': {**record.get('space_args', {}), **overrides, **extra}}
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -396,11 +398,13 @@ def _main(argv: Sequence[str] | None) -> int:
     pl.seed_everything(args.seed, verbose=False)
     if record['space'] == 'rnn':
         data = _load_text(args, record, overrides, run_dir if checkpoint else None, device)
+        identity = run_identity(record, overrides)
     else:
         data = load_data(args.dataset, args.data_dir, split='final', synthetic_size=args.synthetic_size,
                          seed=args.seed)
-        if lead and checkpoint is not None:
-            check_checkpoint_identity(checkpoint, run_identity(record, overrides, data[0].num_classes))
+        identity = run_identity(record, overrides, data[0].num_classes)
+    if lead and checkpoint is not None:
+        check_checkpoint_identity(checkpoint, identity)
     lock = None
     if lead:
         run_dir, lock = runfolder.start_run_dir(args, argv, run_dir, checkpoint, command=COMMAND,
@@ -561,8 +565,8 @@ def _retrain_text(args, record: dict[str, Any], overrides: dict[str, Any], data:
     module.set_model(net)
     monitor = TextRetrainMonitor(data.train_tokens, args.lr)
     bar = runcontrol.want_progress_bar(args.progress_bar)
-    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor], progress_bar=bar,
-                                               after_last_step='(last step + validation)')
+    callbacks, stop = runcontrol.run_callbacks(run_dir, [monitor, RunIdentity(run_identity(record, overrides))],
+                                               progress_bar=bar, after_last_step='(last step + validation)')
     trainer = pl.Trainer(
         max_epochs=args.epochs, precision='32-true', gradient_clip_val=args.grad_clip or None,
         gradient_clip_algorithm='norm', num_sanity_val_steps=0, log_every_n_steps=50, callbacks=callbacks,

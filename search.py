@@ -38,7 +38,7 @@ import torch.nn as nn
 from nni_enas.run import cli, nni_report, sizes
 from nni_enas.run import control as runcontrol
 from nni_enas.run import folder as runfolder
-from nni_enas.architecture import MAX_PARAMETERS, RNN_ARG_RANGES, SPACES
+from nni_enas.architecture import MAX_PARAMETERS, SPACES
 from nni_enas.run.checkpoints import RunIdentity, check_checkpoint_identity
 from nni_enas.data.images import BatchLoader, DataError, load_data
 from nni_enas.draw.search import SearchDrawings
@@ -131,11 +131,6 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Argu
                      'validation text)')
         cli.fill_data_defaults(args, text=args.search_for == 'rnn')
     cli.fill_paper_defaults(args, SEARCH[args.search_for], PAPER_KEYS)
-    if args.search_for == 'rnn':
-        for flag, key, value in (('--hidden-size', 'hidden_size', args.hidden_size), ('--nodes', 'num_nodes', args.nodes)):
-            high = RNN_ARG_RANGES[key][2]
-            if value > high:
-                cli.fail(f'{flag} {value}: the rnn space takes at most {high:,}')
     if args.lr_max is not None and args.lr_min > args.lr_max:
         cli.fail(f'--lr-min {args.lr_min} is larger than --lr-max {args.lr_max}')
     return args, parser
@@ -318,6 +313,10 @@ def check_sizes(args: argparse.Namespace, device) -> None:
     The recurrent space's size depends on the vocabulary: :func:`_load` checks it once the text is read.
     """
     if args.search_for == 'rnn':
+        h = args.lstm_size        # the LSTM cell (8 h^2) and the attention (2 h^2): nothing else grows with h^2
+        if 10 * h * h > MAX_PARAMETERS:
+            cli.fail(f'--lstm-size {h}: the controller would have about {10 * h * h:,} parameters, more than '
+                     f'{MAX_PARAMETERS:,}')
         return
     sizes.check_data_size(args.dataset, args.synthetic_size, device, with_test_set=False)
     sizes.check_search_sizes(args.search_for, space_args(args, 10), controller_kwargs(_settings_for(args)),

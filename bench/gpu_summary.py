@@ -100,6 +100,8 @@ def part_figures(row: dict[str, Any]) -> dict[str, Any]:
         figures = search_figures(lines)
     elif part.startswith('retrain'):
         figures = retrain_figures(lines)
+    elif part == 'rnn':                # bench/rnn_search.py's metrics line: its times and rates
+        figures = {k: v for k, v in lines[-1].items() if k.endswith(('_s', '_per_s'))} if lines else {}
     elif part.endswith('-nni210'):
         figures = {'epoch_s': lines[-1].get('epoch_s')} if lines and 'epoch_s' in lines[-1] else {}
     else:

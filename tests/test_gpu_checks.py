@@ -127,7 +127,8 @@ def _log(folder, n, part, *lines):
 def test_the_summary_reads_figures_from_the_logs(tmp_path, capsys):
     folder = tmp_path
     rows = [('tests', '1', '50', '110'), ('search-macro', '0', '70', '80'), ('search-micro', '124', '110', '110'),
-            ('retrain', '0', '60', '100'), ('peers-macro-ours', '0', '30', '45'), ('peers-macro-nni210', '0', '20', '45')]
+            ('retrain', '0', '60', '100'), ('peers-macro-ours', '0', '30', '45'), ('peers-macro-nni210', '0', '20', '45'),
+            ('rnn', '0', '40', '90')]
     (folder / 'parts.tsv').write_text('part\tstatus\tseconds\tlimit\n' + ''.join('\t'.join(r) + '\n' for r in rows))
     _log(folder, 1, 'tests', 'FAILED tests/test_cuda_graphs.py::test_gpu_x - AssertionError',
          '1 failed, 7 passed, 59 deselected in 48.1s')
@@ -142,6 +143,8 @@ def test_the_summary_reads_figures_from_the_logs(tmp_path, capsys):
     _log(folder, 5, 'peers-macro-ours', json.dumps({'epoch': 'warmup', 'seconds': 4.0}),
          json.dumps({'epoch': 'clean', 'seconds': 2.0}), json.dumps({'impl': 'nni-enas', 'epoch_s': 2.0}))
     _log(folder, 6, 'peers-macro-nni210', json.dumps({'export': {}}), json.dumps({'epoch_s': 6.0}))
+    _log(folder, 7, 'rnn', json.dumps({'part': 'search', 'child_step_s': 0.05}),
+         json.dumps({'child_step_s': 0.04, 'reward_s': 0.01, 'retrain_tokens_per_s': 90000.0, 'device': 'cuda'}))
     (folder / 'memory.csv').write_text('time_s,used_mib,total_mib\n1,500,143000\n2,9000,143000\n3,700,143000\n')
     assert gpu_summary.main([str(folder)]) == 0
     text = capsys.readouterr().out
@@ -158,3 +161,5 @@ def test_the_summary_reads_figures_from_the_logs(tmp_path, capsys):
     assert parts['retrain']['figures']['paper-micro_ours_over_hand_written'] == 0.909
     assert summary['peer_ratios'] == {'macro_nni210_over_ours_warmup': 1.5, 'macro_nni210_over_ours_clean': 3.0}
     assert summary['memory'] == {'samples': 3, 'first_used_mib': 500, 'max_used_mib': 9000, 'total_mib': 143000}
+    rnn = parts['rnn']['figures']                     # the metrics line of bench/rnn_search.py
+    assert rnn['child_step_s'] == 0.04 and rnn['retrain_tokens_per_s'] == 90000.0 and 'device' not in rnn

@@ -305,6 +305,7 @@ BAD_SEARCHES = {
     'supernet too large': (['--dataset', 'textfolder', '--data-dir', '{text}', '--hidden-size', '60000', '--nodes',
                             '16'], 'shared weights'),
     'nodes 0': (['--nodes', '0'], 'argument --nodes: expected an integer from 1 to 16'),
+    'controller too large': (['--lstm-size', '20000'], '--lstm-size 20000: the controller would have about'),
     'cnn option': (['--lr-max', '0.1'], '--lr-max is only for --search-for macro or micro'),
     'valid size': (['--valid-size', '10'], '--valid-size is only for --search-for macro or micro'),
 }
@@ -336,6 +337,7 @@ BAD_RETRAINS = {
     'word not in the vocabulary': (['--arc', '{bad}/good.json'], 'cat'),
     'test word unknown': (['--arc', 'paper-rnn', '--data-dir', '{bad}/other'], 'zebras'),
     'hidden 1e9': (['--arc', 'paper-rnn', '--hidden-size', '1000000000'], 'argument --hidden-size'),
+    'network too large': (['--arc', 'paper-rnn', '--hidden-size', '60000'], 'parameters, more than 1,000,000,000'),
     'cnn option': (['--arc', 'paper-rnn', '--cutout', '4'], '--cutout is only for image (macro, micro) architectures'),
     'missing folder': (['--arc', 'paper-rnn', '--data-dir', '{bad}/none'], 'none'),
 }
